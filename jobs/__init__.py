@@ -1,0 +1,1 @@
+"""Job entrypoints: one module per job, each exposing JOB = (entrypoint, description)."""

@@ -1,0 +1,165 @@
+"""The ``rayapp`` command: list and run jobs, show the run ledger, run the demo.
+
+Jobs are discovered at run time from the ``jobs`` package (every module not starting with
+``_`` that exposes ``JOB = (entrypoint, description)``); the library never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+from datetime import datetime
+from types import ModuleType
+from typing import Callable, NoReturn
+
+from rayapp.errors import ConfigError, RayappError
+
+JobEntry = tuple[Callable[[list[str]], int], str]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {self.prog}: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _jobs_package() -> ModuleType:
+    try:
+        return importlib.import_module("jobs")
+    except ModuleNotFoundError:
+        raise RayappError("the `jobs` package is not importable: run rayapp from the repository root or install it") from None
+
+
+def discover_jobs() -> dict[str, JobEntry]:
+    """Every job module in ``jobs/`` by name (importing a job module does no work)."""
+    pkg = _jobs_package()
+    found: dict[str, JobEntry] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"jobs.{info.name}")
+        job = getattr(module, "JOB", None)
+        if isinstance(job, tuple) and len(job) == 2 and callable(job[0]):
+            found[info.name] = (job[0], str(job[1]))
+    return found
+
+
+def _global_args(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    if args.config:
+        out += ["--config", args.config]
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.data_dir:
+        out += ["--data-dir", args.data_dir]
+    return out
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = discover_jobs()
+    width = max((len(n) for n in jobs), default=4)
+    for name, (_, desc) in jobs.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    jobs = discover_jobs()
+    if args.job not in jobs:
+        sys.stderr.write(f"error: unknown job {args.job!r}; known jobs: {', '.join(jobs)}\n")
+        return 2
+    entry, _ = jobs[args.job]
+    return entry(_global_args(args) + list(args.job_args))
+
+
+def _fmt_ts(ts: datetime | None) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rayapp.jobkit import parse_overrides
+    from rayapp.ledger import Ledger
+    from rayapp.settings import load_settings
+
+    overrides = parse_overrides(args.overrides)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    settings = load_settings(args.config, overrides)
+    from rayapp import lake
+
+    lake.check_reachable(settings)
+    ledger = Ledger(settings)
+    if args.run_id:
+        rec = ledger.get_run(args.run_id)
+        if rec is None:
+            sys.stderr.write(f"error: no run {args.run_id!r} in the ledger at {ledger.runs_uri}\n")
+            return 1
+        doc = rec.to_row() | {"args": rec.args, "counts": rec.counts, "versions_read": rec.versions_read,
+                              "versions_written": rec.versions_written, "details": rec.details}  # fmt: skip
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    runs = ledger.runs(job=args.job, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.to_row() for r in runs], default=str, indent=2))
+        return 0
+    if not runs:
+        print(f"no runs recorded yet in {ledger.runs_uri}")
+        return 0
+    header = f"{'RUN ID':<40} {'JOB':<18} {'STATUS':<10} {'STARTED (UTC)':<19} {'DURATION':>9}  COUNTS"
+    print(header)
+    for r in runs:
+        dur = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
+        counts = " ".join(f"{k}={v}" for k, v in r.counts.items() if v) or (r.error or "")[:60]
+        print(f"{r.run_id:<40} {r.job:<18} {r.status:<10} {_fmt_ts(r.started_at):<19} {dur:>9}  {counts}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rayapp.demo import run_demo
+
+    return run_demo(args.rows, args.seed, args.files, _global_args(args), discover_jobs())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rayapp", description="Ray-native batch data platform: landing -> Delta lake -> serving stores.")
+    p.add_argument("--config", metavar="PATH", help="TOML settings file (default: $RAYAPP_CONFIG)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--data-dir", help="override RAYAPP_DATA_DIR")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("jobs", help="list jobs").set_defaults(fn=cmd_jobs)
+    r = sub.add_parser("run", help="run a job: rayapp run <job> [args...]")
+    r.add_argument("job")
+    r.add_argument("job_args", nargs=argparse.REMAINDER)
+    r.set_defaults(fn=cmd_run)
+    rs = sub.add_parser("runs", help="show the run ledger, newest first")
+    rs.add_argument("--limit", type=int, default=20)
+    rs.add_argument("--job", help="only runs of this job")
+    rs.add_argument("--run-id", help="show one run in full (counts per stage, details)")
+    rs.add_argument("--json", action="store_true", help="machine-readable output")
+    rs.set_defaults(fn=cmd_runs)
+    d = sub.add_parser("demo", help="generate data and run the pipeline on embedded defaults")
+    d.add_argument("--rows", type=int, default=200_000)
+    d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--files", type=int, default=8)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return int(args.fn(args))
+    except (RayappError, ConfigError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2 if isinstance(exc, ConfigError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The run ledger: Delta tables under ``<lake>/_ledger`` recording runs and ingested files.
+
+``runs`` gets a ``running`` record when a job starts and its final record when it ends
+(the newest record per run id wins), so a run killed mid-way still shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayapp import lake
+from rayapp.schema import FILES_SCHEMA, RUNS_SCHEMA
+from rayapp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_run_id(job: str, now: datetime | None = None) -> str:
+    ts = (now or utcnow()).strftime("%Y%m%dT%H%M%S")
+    return f"{job}-{ts}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunRecord:
+    """One job run as stored in ``<lake>/_ledger/runs``."""
+
+    run_id: str
+    job: str
+    started_at: datetime
+    status: str = "running"
+    parent_run_id: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    ended_at: datetime | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    versions_read: dict[str, int] = field(default_factory=dict)
+    versions_written: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "parent_run_id": self.parent_run_id,
+            "args": json.dumps(self.args, default=str),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "status": self.status,
+            "counts": json.dumps(self.counts),
+            "versions_read": json.dumps(self.versions_read),
+            "versions_written": json.dumps(self.versions_written),
+            "details": json.dumps(self.details, default=str),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "RunRecord":
+        return cls(
+            run_id=row["run_id"],
+            job=row["job"],
+            parent_run_id=row.get("parent_run_id"),
+            args=json.loads(row["args"] or "{}"),
+            started_at=row["started_at"],
+            ended_at=row.get("ended_at"),
+            status=row["status"],
+            counts=json.loads(row["counts"] or "{}"),
+            versions_read=json.loads(row["versions_read"] or "{}"),
+            versions_written=json.loads(row["versions_written"] or "{}"),
+            details=json.loads(row["details"] or "{}"),
+            error=row.get("error"),
+        )
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A landing file as seen by one ingest run."""
+
+    path: str
+    checksum: str
+    size: int | None
+    status: str  # ingested | rejected
+    rows: int | None
+    reason: str | None
+    run_id: str
+    bronze_version: int | None
+
+
+class Ledger:
+    """Reads and appends the ledger tables of one lake."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runs_uri = settings.table_uri("_ledger", "runs")
+        self.files_uri = settings.table_uri("_ledger", "files")
+
+    # -- runs --
+    def record_run(self, record: RunRecord) -> None:
+        table = pa.Table.from_pylist([record.to_row()], schema=RUNS_SCHEMA)
+        lake.append_table(self.settings, self.runs_uri, table)
+
+    def runs(self, job: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Latest record of each run, newest first."""
+        table = lake.read_table(self.settings, self.runs_uri)
+        if table.num_rows == 0:
+            return []
+        if job is not None:
+            table = table.filter(pc.equal(table["job"], job))
+        rows = table.to_pylist()
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:  # later appends win; a final record beats 'running'
+            prev = latest.get(row["run_id"])
+            if prev is None or prev["status"] == "running" or row["status"] != "running":
+                latest[row["run_id"]] = row
+        records = sorted((RunRecord.from_row(r) for r in latest.values()), key=lambda r: r.started_at, reverse=True)
+        return records[:limit] if limit else records
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        for r in self.runs():
+            if r.run_id == run_id:
+                return r
+        return None
+
+    def last_run(self, job: str, status: tuple[str, ...] = ("succeeded",)) -> RunRecord | None:
+        for r in self.runs(job=job):
+            if r.status in status:
+                return r
+        return None
+
+    # -- landing files --
+    def known_files(self) -> dict[tuple[str, str], str]:
+        """``(path, checksum) -> status`` of every landing file recorded so far."""
+        table = lake.read_table(self.settings, self.files_uri, columns=["path", "checksum", "status"])
+        if table.num_rows == 0:
+            return {}
+        out: dict[tuple[str, str], str] = {}
+        for p, c, s in zip(table["path"].to_pylist(), table["checksum"].to_pylist(), table["status"].to_pylist()):
+            if out.get((p, c)) != "ingested":  # an ingest after a rejection wins
+                out[(p, c)] = s
+        return out
+
+    def recorded_runs_with_files(self) -> set[str]:
+        table = lake.read_table(self.settings, self.files_uri, columns=["run_id"])
+        return set(table["run_id"].to_pylist()) if table.num_rows else set()
+
+    def record_files(self, files: list[FileRecord]) -> None:
+        if not files:
+            return
+        now = utcnow()
+        rows = [{**f.__dict__, "recorded_at": now} for f in files]
+        lake.append_table(self.settings, self.files_uri, pa.Table.from_pylist(rows, schema=FILES_SCHEMA))

@@ -1,0 +1,1 @@
+"""rayapp.models."""

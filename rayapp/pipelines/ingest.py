@@ -1,0 +1,263 @@
+"""Landing -> bronze: append every new landing file to ``<lake>/bronze/transactions``.
+
+Files are listed and checksummed on the driver, then parsed in parallel by Ray Data (one
+task per file) and written by :class:`BronzeSink` workers as Parquet; the driver commits all
+of them in one Delta transaction whose commit metadata names the run and its files. The
+file ledger is written after the commit and repaired from that metadata if a run died in
+between, so a file is never ingested twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayapp import lake
+from rayapp.errors import FileRejectedError, LakeUnreachableError
+from rayapp.ledger import FileRecord, Ledger, utcnow
+from rayapp.schema import BRONZE_SCHEMA
+from rayapp.settings import Settings
+from rayapp.transforms.raw import detect_format, parse_landing, to_bronze
+
+logger = logging.getLogger(__name__)
+
+BRONZE = ("bronze", "transactions")
+_REJECT = "_reject_reason"
+_MARKER_SCHEMA = BRONZE_SCHEMA.append(pa.field(_REJECT, pa.string()))
+_CHUNK_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    uri: str
+    fmt: str
+    size: int
+    checksum: str
+
+
+@dataclass
+class IngestResult:
+    run_id: str
+    files_seen: int = 0
+    files_skipped: int = 0
+    files_ingested: int = 0
+    files_rejected: int = 0
+    files_ignored: int = 0
+    rows: int = 0
+    bronze_version: int | None = None
+    rejected: list[dict[str, str]] | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "files_seen": self.files_seen,
+            "files_skipped": self.files_skipped,
+            "files_ingested": self.files_ingested,
+            "files_rejected": self.files_rejected,
+            "files_ignored": self.files_ignored,
+            "rows_read": self.rows,
+            "rows_written": self.rows,
+        }
+
+
+def bronze_uri(settings: Settings) -> str:
+    return settings.table_uri(*BRONZE)
+
+
+def _md5(fs: Any, path: str) -> str:
+    h = hashlib.md5()
+    with fs.open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return "md5:" + h.hexdigest()
+
+
+def list_landing(settings: Settings, landing_uri: str) -> tuple[list[LandingFile], int]:
+    """Landing files (sorted by URI) with their content checksums, and the count of ignored files."""
+    try:
+        fs, root = lake.fsspec_fs(settings, landing_uri)
+        if not fs.exists(root):
+            raise LakeUnreachableError(f"landing location {landing_uri} does not exist")
+        infos = fs.find(root, detail=True)
+    except LakeUnreachableError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise LakeUnreachableError(f"cannot list landing location {landing_uri}: {str(exc).splitlines()[0]}") from None
+    candidates: list[tuple[str, str, int, str | None]] = []
+    ignored = 0
+    for path, info in sorted(infos.items()):
+        if info.get("type") == "directory":
+            continue
+        fmt = detect_format(path)
+        name = path.rsplit("/", 1)[-1]
+        if fmt is None or name.startswith((".", "_")):
+            ignored += 1
+            continue
+        etag = info.get("ETag") or info.get("etag")
+        candidates.append((path, fmt, int(info.get("size") or 0), etag.strip('"') if etag else None))
+
+    def checksum(c: tuple[str, str, int, str | None]) -> str:
+        return f"etag:{c[3]}" if c[3] else _md5(fs, c[0])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sums = list(pool.map(checksum, candidates))
+    files = [LandingFile(lake.to_uri(settings, landing_uri, c[0]), c[1], c[2], s) for c, s in zip(candidates, sums)]
+    return files, ignored
+
+
+def parse_files(
+    batch: pa.Table, *, settings: Settings, run_id: str, ingested_at: datetime, source_system: str
+) -> Iterator[pa.Table]:
+    """Ray Data UDF: landing-file descriptors in, bronze rows (or one rejection marker per bad file) out."""
+    for uri, fmt in zip(batch["uri"].to_pylist(), batch["fmt"].to_pylist()):
+        try:
+            fs, path = lake.fsspec_fs(settings, uri)
+            with fs.open(path, "rb") as fh:
+                data = fh.read()
+            parsed = parse_landing(data, fmt)
+            del data
+            table = to_bronze(parsed, batch_id=run_id, ingested_at=ingested_at, source_file=uri, source_system=source_system)
+        except FileRejectedError as exc:
+            logger.warning("rejected %s: %s", uri, exc)
+            yield _marker(uri, str(exc), run_id, ingested_at, source_system)
+            continue
+        table = table.append_column(_REJECT, pa.nulls(table.num_rows, pa.string()))
+        if table.num_rows == 0:
+            yield _marker(uri, None, run_id, ingested_at, source_system)  # counts the empty file as ingested
+        for off in range(0, table.num_rows, _CHUNK_ROWS):
+            yield table.slice(off, _CHUNK_ROWS)
+
+
+def _marker(uri: str, reason: str | None, run_id: str, ingested_at: datetime, source_system: str) -> pa.Table:
+    row = {c: None for c in _MARKER_SCHEMA.names}
+    row.update(_batch_id=run_id, _ingested_at=ingested_at, _source_file=uri, _source_row=0, _source_system=source_system)
+    row[_REJECT] = reason if reason is not None else ""
+    return pa.Table.from_pylist([row], schema=_MARKER_SCHEMA)
+
+
+class BronzeSink(lake.DeltaAppendSink):
+    """Appends parsed rows to bronze; pulls rejection markers and per-file row counts aside."""
+
+    def __init__(self, settings: Settings, uri: str, run_id: str, checksums: dict[str, str]) -> None:
+        super().__init__(settings, uri, BRONZE_SCHEMA, {"rayapp.run_id": run_id})
+        self.checksums = checksums
+
+    def split_block(self, table: pa.Table) -> tuple[pa.Table, list[Any]]:
+        side: list[Any] = []
+        if _REJECT not in table.column_names:
+            return table, side
+        is_marker = pc.is_valid(table[_REJECT])
+        markers = table.filter(is_marker)
+        for uri, reason in zip(markers["_source_file"].to_pylist(), markers[_REJECT].to_pylist()):
+            side.append(("rejected", uri, reason) if reason else ("rows", uri, 0))
+        data = table.filter(pc.invert(is_marker)).drop_columns([_REJECT])
+        if data.num_rows:
+            vc = pc.value_counts(data["_source_file"])
+            for item in vc.to_pylist():
+                side.append(("rows", item["values"], item["counts"]))
+        return data, side
+
+    def file_rows(self) -> dict[str, int]:
+        rows: dict[str, int] = {}
+        for kind, uri, value in self.side_results:
+            if kind == "rows":
+                rows[uri] = rows.get(uri, 0) + int(value)
+        return rows
+
+    def rejected(self) -> dict[str, str]:
+        return {uri: value for kind, uri, value in self.side_results if kind == "rejected"}
+
+    def commit_metadata(self) -> dict[str, str]:
+        rejected = self.rejected()
+        manifest = [[u, self.checksums[u], n] for u, n in sorted(self.file_rows().items()) if u not in rejected]
+        return {**self.custom_metadata, "rayapp.files": json.dumps(manifest)}
+
+
+def reconcile_file_ledger(settings: Settings, ledger: Ledger) -> int:
+    """Record files of bronze commits whose run died before writing the file ledger; returns how many."""
+    uri = bronze_uri(settings)
+    if not lake.table_exists(settings, uri):
+        return 0
+    history = lake.open_table(settings, uri).history(limit=10)
+    recorded = ledger.recorded_runs_with_files()
+    repaired: list[FileRecord] = []
+    for commit in history:
+        run_id = commit.get("rayapp.run_id")
+        if not run_id or run_id in recorded or "rayapp.files" not in commit:
+            continue
+        for path, checksum, rows in json.loads(commit["rayapp.files"]):
+            repaired.append(FileRecord(path, checksum, None, "ingested", rows, "recovered from bronze commit", run_id, commit["version"]))
+    if repaired:
+        logger.warning("recovering %d file record(s) from bronze commits without ledger entries", len(repaired))
+        ledger.record_files(repaired)
+    return len(repaired)
+
+
+def ingest(
+    settings: Settings,
+    ledger: Ledger,
+    run_id: str,
+    landing_uri: str | None = None,
+    retry_rejected: bool = False,
+) -> IngestResult:
+    """Append every landing file not ingested before to bronze, in one commit.
+
+    Args:
+        landing_uri: local folder or ``s3://`` prefix (default: the ``landing_uri`` setting).
+        retry_rejected: parse again files that an earlier run rejected (same content).
+    """
+    import ray
+
+    landing = landing_uri or settings.landing
+    lake.check_reachable(settings)
+    reconcile_file_ledger(settings, ledger)
+    files, ignored = list_landing(settings, landing)
+    known = ledger.known_files()
+    todo = [
+        f for f in files
+        if (status := known.get((f.uri, f.checksum))) is None or (retry_rejected and status == "rejected")
+    ]  # fmt: skip
+    result = IngestResult(run_id, files_seen=len(files), files_skipped=len(files) - len(todo), files_ignored=ignored, rejected=[])
+    logger.info("landing %s: %d file(s), %d new, %d already seen", landing, len(files), len(todo), result.files_skipped)
+    if not todo:
+        return result
+
+    ingested_at = utcnow()
+    uri = bronze_uri(settings)
+    sink = BronzeSink(settings, uri, run_id, {f.uri: f.checksum for f in todo})
+    items = [{"uri": f.uri, "fmt": f.fmt} for f in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        parse_files,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={
+            "settings": settings,
+            "run_id": run_id,
+            "ingested_at": ingested_at,
+            "source_system": settings.source_system,
+        },
+    )
+    ds.write_datasink(sink)
+
+    rows, rejected = sink.file_rows(), sink.rejected()
+    result.bronze_version = sink.committed_version
+    records: list[FileRecord] = []
+    for f in todo:
+        if f.uri in rejected:
+            records.append(FileRecord(f.uri, f.checksum, f.size, "rejected", None, rejected[f.uri], run_id, None))
+            result.rejected.append({"file": f.uri, "reason": rejected[f.uri]})  # type: ignore[union-attr]
+        else:
+            n = rows.get(f.uri, 0)
+            records.append(FileRecord(f.uri, f.checksum, f.size, "ingested", n, None, run_id, sink.committed_version))
+            result.rows += n
+    result.files_rejected = len(rejected)
+    result.files_ingested = len(todo) - len(rejected)
+    ledger.record_files(records)
+    return result

@@ -1,0 +1,282 @@
+"""One typed Settings object: env vars ``RAYAPP_*``, an optional TOML file, CLI overrides.
+
+Precedence (highest first): explicit overrides (CLI ``--set key=value`` and job flags),
+environment variables, the TOML file (``--config`` / ``RAYAPP_CONFIG``), defaults.
+Settings are built once in a job entrypoint and passed down; nothing below reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from rayapp.errors import ConfigError
+
+_TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rayapp_toml_file", default=None)
+
+STORE_SCHEMES: dict[str, tuple[str, ...]] = {
+    "postgres_url": ("postgresql", "postgresql+psycopg", "postgres", "pgserver"),
+    "clickhouse_url": ("chdb", "http", "https", "clickhouse"),
+    "graph_url": ("ladybug", "neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"),
+    "vector_url": ("lancedb", "pinecone"),
+}
+
+
+class LogFormat(str, Enum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class Settings(BaseSettings):
+    """Everything a job needs to know about where data lives and how to reach it.
+
+    Every field maps to an env var ``RAYAPP_<FIELD>`` (upper case) and a TOML key ``<field>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RAYAPP_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(default=Path("./data"), description="Root for embedded stores, models, benchmarks.")
+    lake_uri: str | None = Field(default=None, description="Delta lake root: local path or s3://bucket/prefix.")
+    landing_uri: str | None = Field(default=None, description="Landing zone read by `ingest` (default <lake>/landing).")
+    source_system: str = Field(default="landing", description="Value written to bronze `_source_system`.")
+
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto).")
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_allow_http: bool | None = Field(default=None, description="Allow http:// endpoints (default: inferred).")
+
+    postgres_url: SecretStr | None = Field(default=None, description="postgresql://… (default: embedded pgserver).")
+    clickhouse_url: SecretStr | None = Field(default=None, description="chdb:///path or http(s)://host:8123.")
+    graph_url: SecretStr | None = Field(default=None, description="ladybug:///path or neo4j:// / bolt://.")
+    vector_url: SecretStr | None = Field(default=None, description="lancedb:///path or pinecone://<index>.")
+
+    ray_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAYAPP_RAY_ADDRESS", "RAY_ADDRESS", "ray_address"),
+        description="Ray cluster to join; unset starts a local Ray instance.",
+    )
+    ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a locally started Ray instance.")
+    log_format: LogFormat = LogFormat.JSON
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return v.upper()
+
+    @field_validator("lake_uri", "landing_uri")
+    @classmethod
+    def _check_uri(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        scheme = urlsplit(v).scheme
+        if scheme not in ("", "file", "s3", "s3a") and not re.match(r"^[A-Za-z]:[\\/]", v):
+            raise ValueError(f"unsupported scheme {scheme!r}: use a local path or s3://bucket/prefix")
+        if scheme in ("s3", "s3a") and not urlsplit(v).netloc:
+            raise ValueError("s3 URI needs a bucket: s3://bucket/prefix")
+        return v
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        return v or None
+
+    @field_validator("postgres_url", "clickhouse_url", "graph_url", "vector_url")
+    @classmethod
+    def _check_store_url(cls, v: SecretStr | None, info: Any) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        scheme = urlsplit(v.get_secret_value()).scheme
+        allowed = STORE_SCHEMES[info.field_name]
+        if scheme not in allowed:
+            raise ValueError(f"unsupported scheme {scheme!r}; expected one of {', '.join(allowed)}")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        # Absolute paths: Ray workers and `ray job submit` drivers run in other directories.
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.lake_uri is None:
+            self.lake_uri = str(self.data_dir / "lake")
+        elif not is_remote(self.lake_uri):
+            self.lake_uri = str(Path(strip_file_scheme(self.lake_uri)).expanduser().resolve())
+        if self.landing_uri is None:
+            self.landing_uri = join_uri(self.lake_uri, "landing")
+        elif not is_remote(self.landing_uri):
+            self.landing_uri = str(Path(strip_file_scheme(self.landing_uri)).expanduser().resolve())
+        if self.s3_allow_http is None:
+            self.s3_allow_http = bool(self.s3_endpoint_url and self.s3_endpoint_url.startswith("http://"))
+        return self
+
+    # ---- derived values -------------------------------------------------------------
+
+    @property
+    def lake(self) -> str:
+        assert self.lake_uri is not None
+        return self.lake_uri
+
+    @property
+    def landing(self) -> str:
+        assert self.landing_uri is not None
+        return self.landing_uri
+
+    def table_uri(self, *parts: str) -> str:
+        """URI of a table under the lake root, e.g. ``table_uri("bronze", "transactions")``."""
+        return join_uri(self.lake, *parts)
+
+    def delta_storage_options(self) -> dict[str, str]:
+        """Storage options for delta-rs (object_store keys)."""
+        opts: dict[str, str] = {}
+        if self.s3_endpoint_url:
+            opts["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
+        if self.s3_access_key_id:
+            opts["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
+        if self.s3_secret_access_key is not None:
+            opts["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key.get_secret_value()
+        opts["AWS_REGION"] = self.s3_region
+        if self.s3_allow_http:
+            opts["AWS_ALLOW_HTTP"] = "true"
+        # One writer per table at a time (the ledger serialises runs); S3 has no atomic rename.
+        opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
+        return opts
+
+    def s3fs_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``s3fs.S3FileSystem``."""
+        opts: dict[str, Any] = {
+            "client_kwargs": {"region_name": self.s3_region},
+            "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
+        }
+        if self.s3_endpoint_url:
+            opts["client_kwargs"]["endpoint_url"] = self.s3_endpoint_url
+        if self.s3_access_key_id:
+            opts["key"] = self.s3_access_key_id
+        if self.s3_secret_access_key is not None:
+            opts["secret"] = self.s3_secret_access_key.get_secret_value()
+        return opts
+
+    def store_url(self, name: str) -> str:
+        """The store URL for ``postgres``/``clickhouse``/``graph``/``vector``, embedded default if unset."""
+        value: SecretStr | None = getattr(self, f"{name}_url")
+        if value is not None:
+            return value.get_secret_value()
+        defaults = {
+            "postgres": f"pgserver://{self.data_dir / 'postgres'}",
+            "clickhouse": f"chdb://{self.data_dir / 'clickhouse'}",
+            "graph": f"ladybug://{self.data_dir / 'graph'}",
+            "vector": f"lancedb://{self.data_dir / 'vectors'}",
+        }
+        return defaults[name]
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-safe view with every secret and DSN password masked (for logs and run records)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                out[name] = redact_url(raw) if "://" in raw else "**********"
+            elif isinstance(value, Enum):
+                out[name] = value.value
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+def is_remote(uri: str) -> bool:
+    return urlsplit(uri).scheme in ("s3", "s3a")
+
+
+def strip_file_scheme(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def join_uri(base: str, *parts: str) -> str:
+    base = base.rstrip("/")
+    return "/".join([base, *(p.strip("/") for p in parts if p)])
+
+
+def redact_url(url: str) -> str:
+    """Mask the password (and API-key style query values) of a URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "**********"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{user}:***@{host}"
+    query = re.sub(r"(?i)((?:password|secret|api[_-]?key|token)=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from (overrides > env > TOML > defaults).
+
+    Args:
+        config_file: TOML file; when None, ``RAYAPP_CONFIG`` from ``env`` is used if set.
+        overrides: values from the command line, by field name.
+        env: the environment to read ``RAYAPP_CONFIG`` from (default ``os.environ``).
+
+    Raises:
+        ConfigError: with one line naming the offending setting.
+    """
+    environ = os.environ if env is None else env
+    path = config_file or environ.get("RAYAPP_CONFIG") or None
+    toml_path: Path | None = None
+    if path:
+        toml_path = Path(path).expanduser()
+        if not toml_path.is_file():
+            raise ConfigError(f"config file not found: {toml_path}")
+    clean = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(clean) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(Settings.model_fields))})")
+    token = _TOML_FILE.set(toml_path)
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        env_name = "RAYAPP_" + loc.upper() if loc in Settings.model_fields else loc
+        msg = err.get("msg", "invalid value")
+        raise ConfigError(f"invalid setting {env_name}: {msg}") from None
+    except Exception as exc:  # noqa: BLE001 - TOML syntax errors and the like
+        raise ConfigError(f"cannot load settings: {exc}") from None
+    finally:
+        _TOML_FILE.reset(token)
