@@ -238,6 +238,8 @@ def redact_url(url: str) -> str:
         host = netloc.rsplit("@", 1)[1]
         netloc = f"{user}:***@{host}"
     query = re.sub(r"(?i)((?:password|secret|api[_-]?key|token)=)[^&]*", r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

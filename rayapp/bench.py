@@ -1,0 +1,92 @@
+"""Benchmark harness: time each pipeline stage on generated data and write a JSON report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rayapp.ledger import Ledger, new_run_id, utcnow
+from rayapp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTiming:
+    stage: str
+    rows: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _machine() -> dict[str, Any]:
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = round(int(fh.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "memory_gib": mem, "platform": platform.platform(), "python": platform.python_version()}
+
+
+def timed(stage: str, rows: int | Callable[[Any], int], fn: Callable[[], Any]) -> tuple[StageTiming, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t0
+    n = rows(out) if callable(rows) else rows
+    timing = StageTiming(stage, n, dt)
+    logger.info("%s: %d rows in %.2fs = %.0f rows/s", stage, n, dt, timing.rows_per_s)
+    return timing, out
+
+
+def run_benchmark(settings: Settings, rows: int, files: int, seed: int, keep: bool = False) -> dict[str, Any]:
+    """Generate ``rows`` rows into a scratch lake under ``<data_dir>/bench`` and time every stage.
+
+    Returns:
+        The report (also written to ``<data_dir>/bench/benchmark-<timestamp>.json``).
+    """
+    from rayapp.datagen import GenSpec
+    from rayapp.pipelines.generate import generate
+    from rayapp.pipelines.ingest import ingest
+
+    bench_dir = Path(settings.data_dir) / "bench"
+    work = bench_dir / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    scratch = settings.model_copy(update={"lake_uri": str(work / "lake"), "landing_uri": str(work / "lake" / "landing")})
+    ledger = Ledger(scratch)
+    spec = GenSpec(rows=rows, seed=seed, files=files)
+    timings: list[StageTiming] = []
+
+    t, _ = timed("generate", rows, lambda: generate(scratch, spec, scratch.landing))
+    timings.append(t)
+    t, res = timed("ingest", lambda r: r.rows, lambda: ingest(scratch, ledger, new_run_id("bench-ingest")))
+    timings.append(t)
+
+    report = {
+        "at": utcnow().isoformat(),
+        "rows": rows,
+        "files": spec.n_files,
+        "machine": _machine(),
+        "stages": [
+            {"stage": s.stage, "rows": s.rows, "seconds": round(s.seconds, 3), "rows_per_s": round(s.rows_per_s), **s.extra}
+            for s in timings
+        ],
+    }
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    out = bench_dir / f"benchmark-{utcnow():%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))
+    report["report_path"] = str(out)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return report

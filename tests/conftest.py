@@ -1,0 +1,99 @@
+"""Shared fixtures: a session-wide local Ray instance (2 CPUs), per-test settings, a moto S3 server."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+os.environ.setdefault("RAYAPP_LOG_FORMAT", "text")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Keep the runner's own RAYAPP_* settings from leaking into tests.
+for _k in list(os.environ):
+    if _k.startswith("RAYAPP_") and _k != "RAYAPP_LOG_FORMAT":
+        del os.environ[_k]
+os.environ.pop("RAY_ADDRESS", None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A local Ray instance with an explicit CPU budget shared by all integration tests."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Any:
+    from rayapp.settings import load_settings
+
+    return load_settings(overrides={"data_dir": str(tmp_path / "data")})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1 (a stand-in for MinIO), in its own process.
+
+    Not ThreadedMotoServer: delta-rs calls that keep the GIL would starve an in-process server.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except Exception:  # noqa: BLE001
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+    yield {
+        "s3_endpoint_url": url,
+        "s3_access_key_id": "testing",
+        "s3_secret_access_key": "testing-secret",
+        "s3_region": "us-east-1",
+    }
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: dict[str, str]) -> str:
+    import uuid
+
+    import boto3
+
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server["s3_endpoint_url"],
+        aws_access_key_id=s3_server["s3_access_key_id"],
+        aws_secret_access_key=s3_server["s3_secret_access_key"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name

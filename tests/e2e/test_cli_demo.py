@@ -1,0 +1,52 @@
+"""The README's first contact, as a new user runs it: `rayapp demo`, `rayapp runs`, in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def _rayapp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAYAPP_", "RAY_ADDRESS"))}
+    env["RAYAPP_RAY_NUM_CPUS"] = "2"
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "rayapp.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_demo_then_runs(tmp_path: Path) -> None:
+    demo = _rayapp("demo", "--rows", "5000", "--files", "3", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "generated 5000 rows in 3 file(s)" in demo.stdout
+    assert "5000 rows appended to bronze" in demo.stdout
+    bronze = tmp_path / "data" / "lake" / "bronze" / "transactions"
+    assert str(bronze) in demo.stdout  # the guide says where the output is
+
+    from deltalake import DeltaTable
+
+    assert DeltaTable(str(bronze)).count() == 5000
+
+    again = _rayapp("run", "ingest", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 rows appended" in again.stdout
+    assert DeltaTable(str(bronze)).count() == 5000
+
+    runs = _rayapp("runs", cwd=tmp_path)
+    assert runs.returncode == 0
+    lines = runs.stdout.strip().splitlines()
+    assert lines[0].startswith("RUN ID")
+    assert [line.split()[1] for line in lines[1:]] == ["ingest", "ingest", "generate"]
+    assert all(" succeeded " in line for line in lines[1:])
+
+    run_id = lines[2].split()[0]
+    one = _rayapp("runs", "--run-id", run_id, cwd=tmp_path)
+    assert '"rows_written": 5000' in one.stdout

@@ -1,0 +1,116 @@
+"""Landing bytes -> bronze rows: faithful text, extras in _extra, clear rejections."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rayapp.errors import FileRejectedError
+from rayapp.schema import BRONZE_SCHEMA, CONTRACT_COLUMNS
+from rayapp.transforms.raw import detect_format, parse_landing, to_bronze
+
+NOW = datetime(2025, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def bronze(data: bytes, fmt: str) -> list[dict]:
+    t = to_bronze(parse_landing(data, fmt), batch_id="run-1", ingested_at=NOW, source_file="s3://b/f", source_system="landing")
+    assert t.schema == BRONZE_SCHEMA
+    return t.to_pylist()
+
+
+def test_csv_keeps_raw_text_and_row_numbers() -> None:
+    data = (
+        "transaction_id,amount,event_time,is_fraud,description\n"
+        ' T1 ,007.50,2025-01-01T00:00:00+02:00,,"hello, ""world"""\n'
+        "T2,abc,not a date,1,\"multi\nline\"\n"
+    ).encode()
+    rows = bronze(data, "csv")
+    assert [r["_source_row"] for r in rows] == [1, 2]
+    assert rows[0]["transaction_id"] == " T1 "  # bronze keeps the text as it arrived
+    assert rows[0]["amount"] == "007.50"
+    assert rows[0]["is_fraud"] == ""
+    assert rows[0]["description"] == 'hello, "world"'
+    assert rows[1]["description"] == "multi\nline"
+    assert rows[1]["amount"] == "abc"
+    assert rows[0]["merchant_id"] is None  # column absent from the file
+    assert rows[0]["_extra"] is None
+    assert rows[0]["_batch_id"] == "run-1" and rows[0]["_ingested_at"] == NOW
+
+
+def test_unknown_columns_preserved_as_json() -> None:
+    tricky = 'quote " back \\ tab \t nl \n é'
+    buf = io.StringIO()
+    import csv
+
+    w = csv.writer(buf)
+    w.writerow(["transaction_id", "Loyalty Tier", "zz"])
+    w.writerow(["T1", tricky, ""])
+    rows = bronze(buf.getvalue().encode(), "csv")
+    assert json.loads(rows[0]["_extra"]) == {"Loyalty Tier": tricky, "zz": ""}
+
+
+def test_header_matching_is_trim_and_case_insensitive() -> None:
+    rows = bronze(b" Transaction_ID ,AMOUNT\nT1,5\n", "csv")
+    assert rows[0]["transaction_id"] == "T1" and rows[0]["amount"] == "5"
+
+
+def test_jsonl_typed_values_become_text() -> None:
+    data = b'{"transaction_id": 17, "amount": 12.5, "is_fraud": true, "meta": {"a": [1, 2]}}\n' \
+           b'{"transaction_id": "T2", "amount": "9.99", "is_fraud": "", "meta": null, "n": 3}\n'
+    rows = bronze(data, "jsonl")
+    assert [r["transaction_id"] for r in rows] == ["17", "T2"]
+    assert [r["amount"] for r in rows] == ["12.5", "9.99"]
+    assert [r["is_fraud"] for r in rows] == ["true", ""]
+    assert json.loads(rows[0]["_extra"]) == {"meta": {"a": [1, 2]}, "n": None}
+    assert json.loads(rows[1]["_extra"]) == {"meta": None, "n": 3}
+
+
+def test_parquet_typed_columns_become_text() -> None:
+    t = pa.table({
+        "transaction_id": ["T1", "T2"],
+        "amount": pa.array([12.5, None], pa.float64()),
+        "is_fraud": pa.array([False, None]),
+        "event_time": pa.array([datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc), None], pa.timestamp("us", tz="UTC")),
+        "card_bin": pa.array([411111, 522222], pa.int64()),
+    })  # fmt: skip
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    rows = bronze(buf.getvalue(), "parquet")
+    assert rows[0]["amount"] == "12.5" and rows[1]["amount"] is None
+    assert rows[0]["is_fraud"] == "false" and rows[1]["is_fraud"] is None
+    assert rows[0]["event_time"].startswith("2025-01-02T03:04:05") and rows[0]["event_time"].endswith("Z")
+    assert json.loads(rows[1]["_extra"]) == {"card_bin": 522222}
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "reason"),
+    [
+        (b"", "csv", "empty file"),
+        (b"\xff\xfe\x00garbage\x01", "csv", "not UTF-8"),
+        (b"a,b\n1,2\n", "csv", "no contract columns"),
+        (b"transaction_id,amount\nT1,1,extra\n", "csv", "Expected 2 columns"),
+        (b"transaction_id,transaction_id\nT1,T2\n", "csv", "duplicate"),
+        (b'{"transaction_id": "T1"}\n{not json\n', "jsonl", "JSON Lines parse error"),
+        (b"PAR1 definitely not parquet", "parquet", "Parquet read error"),
+    ],
+)
+def test_unparseable_files_rejected_with_reason(data: bytes, fmt: str, reason: str) -> None:
+    with pytest.raises(FileRejectedError, match=reason):
+        parse_landing(data, fmt)
+
+
+def test_header_only_csv_is_empty_not_rejected() -> None:
+    assert bronze(",".join(CONTRACT_COLUMNS).encode() + b"\n", "csv") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("a/b.csv", "csv"), ("x.JSONL", "jsonl"), ("x.ndjson", "jsonl"), ("x.parquet", "parquet"), ("x.txt", None)],
+)
+def test_detect_format(name: str, fmt: str | None) -> None:
+    assert detect_format(name) == fmt
