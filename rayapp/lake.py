@@ -108,7 +108,13 @@ def open_table(settings: Settings, uri: str, version: int | None = None) -> "Del
     return DeltaTable(uri, version=version, storage_options=settings.delta_storage_options())
 
 
-def ensure_table(settings: Settings, uri: str, schema: pa.Schema, partition_by: list[str] | None = None) -> "DeltaTable":
+def ensure_table(
+    settings: Settings,
+    uri: str,
+    schema: pa.Schema,
+    partition_by: list[str] | None = None,
+    configuration: dict[str, str] | None = None,
+) -> "DeltaTable":
     """Create the table with ``schema`` if it does not exist (idempotent) and return it."""
     from deltalake import DeltaTable
 
@@ -118,7 +124,9 @@ def ensure_table(settings: Settings, uri: str, schema: pa.Schema, partition_by: 
             import os
 
             os.makedirs(uri, exist_ok=True)
-        DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by, storage_options=opts)
+        DeltaTable.create(
+            uri, schema, mode="ignore", partition_by=partition_by, configuration=configuration, storage_options=opts
+        )
     return DeltaTable(uri, storage_options=opts)
 
 
