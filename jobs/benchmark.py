@@ -26,6 +26,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     report = run_benchmark(ctx.settings, args.rows, args.files, args.seed, keep=args.keep)
     lines = [f"benchmark at {report['rows']} rows on {report['machine']['cpus']} CPUs:"]
     lines += [f"  {s['stage']:<24} {s['rows']:>10} rows {s['seconds']:>8.2f}s {s['rows_per_s']:>10} rows/s" for s in report["stages"]]
+    lines.append(f"bronze_to_silver time / polars reference time: {report['bronze_to_silver_vs_polars']}x")
     lines.append(f"report: {report['report_path']}")
     return JobResult(
         counts={f"{s['stage']}_rows_per_s": s["rows_per_s"] for s in report["stages"]},

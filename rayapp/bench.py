@@ -73,8 +73,34 @@ def run_benchmark(settings: Settings, rows: int, files: int, seed: int, keep: bo
     t, res = timed("ingest", lambda r: r.rows, lambda: ingest(scratch, ledger, new_run_id("bench-ingest")))
     timings.append(t)
 
+    import resource
+
+    from rayapp.bench_reference import reference_bronze_to_silver
+    from rayapp.pipelines.silver import bronze_to_silver, silver_to_gold
+
+    t, b2s = timed("bronze_to_silver", rows, lambda: bronze_to_silver(scratch, ledger, new_run_id("bench-b2s")))
+    t.extra = {"silver_rows": b2s.counts["inserted"], "quarantined": b2s.counts["quarantined"]}
+    timings.append(t)
+    t, gold = timed("silver_to_gold", b2s.counts["inserted"], lambda: silver_to_gold(scratch, ledger, new_run_id("bench-gold")))
+    t.extra = {"dates": gold.dates}
+    timings.append(t)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t, ref = timed(
+        "polars_reference_bronze_to_silver", rows,
+        lambda: reference_bronze_to_silver(scratch.table_uri("bronze", "transactions"), scratch.delta_storage_options()),
+    )  # fmt: skip
+    t.extra = {
+        "silver_rows": ref["silver_rows"], "quarantined": ref["quarantined"],
+        "same_outcome": ref["silver_rows"] == b2s.counts["inserted"] and ref["quarantined"] == b2s.counts["quarantined"],
+        "driver_peak_rss_mib_before": round(rss0 / 1024),
+    }  # fmt: skip
+    timings.append(t)
+
+    by = {s.stage: s for s in timings}
+    ratio = by["bronze_to_silver"].seconds / by["polars_reference_bronze_to_silver"].seconds
     report = {
         "at": utcnow().isoformat(),
+        "bronze_to_silver_vs_polars": round(ratio, 2),
         "rows": rows,
         "files": spec.n_files,
         "machine": _machine(),

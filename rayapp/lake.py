@@ -184,6 +184,7 @@ class DeltaAppendSink(Datasink):
         self.side_results: list[Any] = []
         self.committed_version: int | None = None
         self.files_written = 0
+        self.rows_written = 0
 
     # -- hooks for subclasses --
     def split_block(self, table: pa.Table) -> tuple[pa.Table, list[Any]]:
@@ -246,6 +247,7 @@ class DeltaAppendSink(Datasink):
         from deltalake import CommitProperties
 
         actions: list[Any] = []
+        self.rows_written = int(getattr(write_result, "num_rows", 0) or 0)
         for r in write_result.write_returns:
             if r is None:
                 continue

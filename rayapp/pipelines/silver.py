@@ -32,7 +32,6 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from ray.data import Datasink
 
 from rayapp import lake
 from rayapp.errors import RayappError
@@ -71,17 +70,16 @@ def _partition_ids(keys: pa.Array, partitions: int) -> np.ndarray:
     return (pl.Series(keys).hash(seed=7) % partitions).to_numpy().astype(np.int64)
 
 
-def _write_parquet(settings: Settings, path_uri: str, table: pa.Table) -> None:
-    import pyarrow.parquet as pq
-
+def _write_ipc(settings: Settings, path_uri: str, table: pa.Table) -> None:
+    """Staging files are Arrow IPC: written and read back at memory speed, never kept."""
     fs, path = lake.arrow_fs(settings, path_uri)
     if not is_remote(path_uri):
         fs.create_dir(posixpath.dirname(path), recursive=True)
-    pq.write_table(table, path, filesystem=fs, compression="snappy")
+    with fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
 
 
-def _read_parquet_dir(settings: Settings, dir_uri: str, schema: pa.Schema) -> pa.Table:
-    import pyarrow.dataset as pds
+def _read_ipc_dir(settings: Settings, dir_uri: str, schema: pa.Schema) -> pa.Table:
     from pyarrow.fs import FileSelector
 
     fs, path = lake.arrow_fs(settings, dir_uri)
@@ -89,10 +87,12 @@ def _read_parquet_dir(settings: Settings, dir_uri: str, schema: pa.Schema) -> pa
         infos = fs.get_file_info(FileSelector(path, allow_not_found=True))
     except FileNotFoundError:
         return schema.empty_table()
-    files = [i.path for i in infos if i.path.endswith(".parquet")]
-    if not files:
-        return schema.empty_table()
-    return pds.dataset(files, schema=schema, filesystem=fs, format="parquet").to_table()
+    tables = []
+    for info in infos:
+        if info.path.endswith(".arrow"):
+            with fs.open_input_file(info.path) as fh:
+                tables.append(pa.ipc.open_file(fh).read_all())
+    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
 
 
 def _remove_dir(settings: Settings, dir_uri: str) -> None:
@@ -107,54 +107,34 @@ def _remove_dir(settings: Settings, dir_uri: str) -> None:
 # ---- stage 1: parse, expectations, local dedup, key partitioning -----------------------------------
 
 
-class StagingSink(Datasink):
-    """Writes each bronze block's valid rows (deduped, split by key partition) and quarantine rows."""
+def stage_files(
+    batch: pa.Table, *, settings: Settings, staging_uri: str, partitions: int, expectations: Expectations, run_id: str, now: datetime
+) -> pa.Table:
+    """Ray Data UDF: bronze data files in; valid rows (deduped, split by key partition) and quarantine
+    rows written to staging; one row of per-rule counts out per file."""
+    import pyarrow.parquet as pq
 
-    def __init__(self, settings: Settings, staging_uri: str, partitions: int, expectations: Expectations, run_id: str, now: datetime) -> None:
-        self.settings = settings
-        self.staging_uri = staging_uri
-        self.partitions = partitions
-        self.expectations = expectations
-        self.run_id = run_id
-        self.now = now
-        self.counts: dict[str, int] = {}
-
-    def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, int]:
-        from ray.data.block import BlockAccessor
-
-        counts: dict[str, int] = {}
-        for block in blocks:
-            bronze = BlockAccessor.for_block(block).to_arrow()
-            if bronze.num_rows == 0:
-                continue
-            valid, quarantine, c = tx.apply_expectations(bronze, self.expectations, self.run_id, self.now)
-            for k, v in c.items():
-                counts[k] = counts.get(k, 0) + v
-            name = f"{uuid.uuid4().hex}.parquet"
-            if quarantine.num_rows:
-                _write_parquet(self.settings, f"{self.staging_uri}/quarantine/{name}", quarantine)
-            valid = tx.dedup_latest(valid)
-            counts["staged"] = counts.get("staged", 0) + valid.num_rows
-            if valid.num_rows == 0:
-                continue
-            pids = _partition_ids(valid["transaction_id"], self.partitions)
+    out = []
+    for file_uri in batch["path"].to_pylist():
+        fs, path = lake.arrow_fs(settings, file_uri)
+        bronze = pq.read_table(path, filesystem=fs)
+        valid, quarantine, counts = tx.apply_expectations(bronze, expectations, run_id, now)
+        name = f"{uuid.uuid4().hex}.arrow"
+        if quarantine.num_rows:
+            _write_ipc(settings, f"{staging_uri}/quarantine/{name}", quarantine)
+        valid = tx.dedup_latest(valid)
+        counts["staged"] = valid.num_rows
+        if valid.num_rows:
+            pids = _partition_ids(valid["transaction_id"], partitions)
             order = np.argsort(pids, kind="stable")
-            sorted_pids = pids[order]
             valid = valid.take(pa.array(order))
-            bounds = np.searchsorted(sorted_pids, np.arange(self.partitions + 1))
-            for p in range(self.partitions):
+            bounds = np.searchsorted(pids[order], np.arange(partitions + 1))
+            for p in range(partitions):
                 lo, hi = int(bounds[p]), int(bounds[p + 1])
                 if hi > lo:
-                    _write_parquet(self.settings, f"{self.staging_uri}/p={p:04d}/{name}", valid.slice(lo, hi - lo))
-        return counts
-
-    def on_write_complete(self, write_result: Any) -> None:
-        for c in write_result.write_returns:
-            for k, v in (c or {}).items():
-                self.counts[k] = self.counts.get(k, 0) + v
-
-    def get_name(self) -> str:
-        return "SilverStaging"
+                    _write_ipc(settings, f"{staging_uri}/p={p:04d}/{name}", valid.slice(lo, hi - lo))
+        out.append({"counts": json.dumps(counts)})
+    return pa.Table.from_pylist(out, schema=pa.schema([("counts", pa.string())]))
 
 
 # ---- stage 2: per-partition dedup ---------------------------------------------------------------------
@@ -163,7 +143,7 @@ class StagingSink(Datasink):
 def reduce_partitions(batch: pa.Table, *, settings: Settings, staging_uri: str, run_id: str, now: datetime) -> Iterator[pa.Table]:
     """Ray Data UDF: a partition id in, that partition's winning versions as silver rows out."""
     for pid in batch["pid"].to_pylist():
-        staged = _read_parquet_dir(settings, f"{staging_uri}/p={pid:04d}", tx.STANDARD_SCHEMA)
+        staged = _read_ipc_dir(settings, f"{staging_uri}/p={pid:04d}", tx.STANDARD_SCHEMA)
         if staged.num_rows:
             yield tx.to_silver_rows(tx.dedup_latest(staged), run_id, now)
 
@@ -238,14 +218,20 @@ def bronze_to_silver(
     parts = partitions or max(2, min(64, math.ceil(n_rows / 500_000)))
     now = utcnow()
     staging = settings.table_uri("_staging", run_id)
+    t0 = time.perf_counter()
     try:
-        sink = StagingSink(settings, staging, parts, expectations, run_id, now)
+        counts: dict[str, int] = {}
         if new_files:
-            fs, _ = lake.arrow_fs(settings, bronze_uri)
-            paths = [lake.arrow_fs(settings, f)[1] for f in new_files]
-            ds = ray.data.read_parquet(paths, filesystem=fs)
-            ds.write_datasink(sink)
-        counts = sink.counts
+            # One task per bronze file: even load, no listing step, memory bounded by the file size.
+            staged = ray.data.from_items([{"path": f} for f in new_files], override_num_blocks=len(new_files)).map_batches(
+                stage_files, batch_size=1, batch_format="pyarrow",
+                fn_kwargs={"settings": settings, "staging_uri": staging, "partitions": parts,
+                           "expectations": expectations, "run_id": run_id, "now": now},
+            ).take_all()  # fmt: skip
+            for row in staged:
+                for k, v in json.loads(row["counts"]).items():
+                    counts[k] = counts.get(k, 0) + v
+        logger.info("staged %d bronze rows in %.1fs", counts.get("rows_in", 0), time.perf_counter() - t0)
         rows_in = counts.get("rows_in", 0)
         result.rules = {r: counts.get(r, 0) for r in expectations.rules}
         expectations.check(rows_in, result.rules, counts.get("quarantined", 0))
@@ -255,9 +241,13 @@ def bronze_to_silver(
             reduce_partitions, batch_size=1, batch_format="pyarrow",
             fn_kwargs={"settings": settings, "staging_uri": staging, "run_id": run_id, "now": now},
         )  # fmt: skip
-        metrics = _merge_silver(settings, silver_uri, winners, run_id, full_refresh)
+        if not lake.open_table(settings, silver_uri).file_uris():
+            metrics = _append_silver(settings, silver_uri, winners, run_id)  # empty silver: MERGE == append
+        else:
+            metrics = _merge_silver(settings, silver_uri, winners, run_id, full_refresh)
         result.silver_version = lake.open_table(settings, silver_uri).version()
-        q = _read_parquet_dir(settings, f"{staging}/quarantine", tx.QUARANTINE_SCHEMA)
+        logger.info("reduced and merged into silver in %.1fs total", time.perf_counter() - t0)
+        q = _read_ipc_dir(settings, f"{staging}/quarantine", tx.QUARANTINE_SCHEMA)
         result.quarantine_version = _merge_quarantine(settings, q, run_id)
     finally:
         _remove_dir(settings, staging)
@@ -274,6 +264,15 @@ def bronze_to_silver(
         "rows_written": inserted + updated,
     }
     return result
+
+
+def _append_silver(settings: Settings, silver_uri: str, winners: Any, run_id: str) -> dict[str, int]:
+    """First load: reduce tasks write silver Parquet files in parallel; one commit."""
+    sink = lake.DeltaAppendSink(settings, silver_uri, tx.SILVER_SCHEMA, {"rayapp.run_id": run_id})
+    winners.write_datasink(sink)
+    n = sink.rows_written
+    logger.info("silver first load: %d rows appended", n)
+    return {"num_source_rows": n, "num_target_rows_inserted": n, "num_target_rows_updated": 0, "num_target_rows_deleted": 0}
 
 
 def _merge_silver(settings: Settings, silver_uri: str, winners: Any, run_id: str, full_refresh: bool) -> dict[str, int]:
