@@ -9,7 +9,7 @@ from rayapp.errors import RayappError
 JobEntry = tuple[Callable[[list[str]], int], str]
 
 #: Stages the demo runs after `generate`, in order, when the job exists.
-DEMO_STAGES = ("ingest",)
+DEMO_STAGES = ("ingest", "bronze_to_silver", "silver_to_gold")
 
 
 def run_demo(rows: int, seed: int, files: int, global_args: list[str], jobs: dict[str, JobEntry]) -> int:
@@ -29,26 +29,37 @@ def run_demo(rows: int, seed: int, files: int, global_args: list[str], jobs: dic
 
 
 def _print_guide(global_args: list[str]) -> None:
-    from rayapp.jobkit import JobArgumentParser, settings_from_args
-    from rayapp.pipelines.ingest import bronze_uri
+    from rayapp.jobkit import job_parser, settings_from_args
+    from rayapp.ledger import Ledger
+    from rayapp.pipelines.silver import GOLD_ACCOUNT, GOLD_MERCHANT, QUARANTINE, SILVER, uri
 
-    p = JobArgumentParser(prog="rayapp demo")
-    p.add_argument("--config")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--data-dir")
-    p.add_argument("--lake-uri")
-    settings = settings_from_args(p.parse_args(global_args))
-    bronze = bronze_uri(settings)
+    settings = settings_from_args(job_parser("demo", "demo").parse_args(global_args))
+    bronze = settings.table_uri("bronze", "transactions")
+    silver, quarantine = uri(settings, SILVER), uri(settings, QUARANTINE)
+    run = Ledger(settings).last_run("bronze_to_silver")
+    if run is not None:
+        c = run.counts
+        print("\n== data quality (last bronze_to_silver run) ==")
+        print(f"rows in {c.get('rows_in', 0)}, quarantined {c.get('quarantined', 0)}; silver: inserted {c.get('inserted', 0)}, "
+              f"updated {c.get('updated', 0)}, unchanged {c.get('unchanged', 0)}")  # fmt: skip
+        for rule, n in run.details.get("rules", {}).items():
+            print(f"  {rule:<24} {n:>8}" + ("  (warn: value nulled, row kept)" if rule == "invalid_country" else ""))
     print(
         f"""
 == where everything is ==
 landing files   {settings.landing}
 bronze table    {bronze}
+silver table    {silver}
+quarantine      {quarantine}
+gold tables     {uri(settings, GOLD_ACCOUNT)}
+                {uri(settings, GOLD_MERCHANT)}
 run ledger      {settings.table_uri('_ledger', 'runs')} (and _ledger/files)
 
 == look at it ==
 rayapp runs                                   # every run, newest first
-python -c "import polars as pl; print(pl.read_delta('{bronze}').head())"
-python -c "from deltalake import DeltaTable as T; t=T('{bronze}'); print(t.version(), t.count())"
-rayapp run ingest                             # again: ingests nothing (idempotent)"""
+python -c "import polars as pl; print(pl.read_delta('{silver}').head())"
+python -c "import polars as pl; print(pl.read_delta('{quarantine}').select('transaction_id','amount','_reasons').head())"
+python -c "import polars as pl; print(pl.read_delta('{uri(settings, GOLD_MERCHANT)}').sort('fraud_rate', descending=True).head())"
+python -c "from deltalake import DeltaTable as T; print(T('{silver}').history(3))"   # versions (time travel)
+rayapp run ingest && rayapp run bronze_to_silver   # again: nothing new, silver version unchanged"""
     )

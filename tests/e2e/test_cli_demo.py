@@ -28,8 +28,10 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "generated 5000 rows in 3 file(s)" in demo.stdout
     assert "5000 rows appended to bronze" in demo.stdout
+    assert "== data quality" in demo.stdout and "invalid_amount" in demo.stdout
     bronze = tmp_path / "data" / "lake" / "bronze" / "transactions"
-    assert str(bronze) in demo.stdout  # the guide says where the output is
+    for table in ("bronze/transactions", "silver/transactions", "quarantine/transactions", "gold/merchant_daily_stats"):
+        assert str(tmp_path / "data" / "lake" / table) in demo.stdout  # the guide says where the output is
 
     from deltalake import DeltaTable
 
@@ -44,9 +46,9 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     assert runs.returncode == 0
     lines = runs.stdout.strip().splitlines()
     assert lines[0].startswith("RUN ID")
-    assert [line.split()[1] for line in lines[1:]] == ["ingest", "ingest", "generate"]
+    assert [line.split()[1] for line in lines[1:]] == ["ingest", "silver_to_gold", "bronze_to_silver", "ingest", "generate"]
     assert all(" succeeded " in line for line in lines[1:])
 
-    run_id = lines[2].split()[0]
+    run_id = lines[4].split()[0]
     one = _rayapp("runs", "--run-id", run_id, cwd=tmp_path)
     assert '"rows_written": 5000' in one.stdout

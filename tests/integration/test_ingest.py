@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 
 from jobs import generate as generate_job
@@ -19,6 +18,7 @@ from rayapp.ledger import Ledger
 from rayapp.pipelines.ingest import bronze_uri
 from rayapp.schema import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
+from tests.integration import reference
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 
@@ -31,16 +31,6 @@ def _bronze(s: Settings) -> pl.DataFrame:
     return pl.from_arrow(lake.open_table(s, bronze_uri(s)).to_pyarrow_table())  # type: ignore[return-value]
 
 
-def _read_raw(path: Path) -> list[dict[str, Any]]:
-    """Independent reader of the landing files (stdlib csv/json, pyarrow for parquet)."""
-    if path.suffix == ".csv":
-        with path.open(newline="") as fh:
-            return list(csv.DictReader(fh))
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return pq.read_table(path).to_pylist()
-
-
 def test_generate_ingest_is_faithful_and_idempotent(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert generate_job.entrypoint(_args(settings) + ["--rows", "12000", "--files", "3", "--seed", "9"]) == 0
     assert ingest_job.entrypoint(_args(settings)) == 0
@@ -51,7 +41,7 @@ def test_generate_ingest_is_faithful_and_idempotent(settings: Settings, capsys: 
     # Every CSV/JSONL value is in bronze exactly as it was in the file, at its row number.
     landing = Path(settings.landing)
     for path in sorted(landing.glob("*.csv")) + sorted(landing.glob("*.jsonl")):
-        expected = _read_raw(path)
+        expected = reference.read_file(path)
         got = bronze.filter(pl.col("_source_file") == str(path)).sort("_source_row")
         assert got.height == len(expected)
         assert got["_source_row"].to_list() == list(range(1, len(expected) + 1))
