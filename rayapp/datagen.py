@@ -299,7 +299,6 @@ def _transactions(
     spec: GenSpec, ent: _Entities, b: np.ndarray, stage: np.ndarray, rows: np.ndarray, invalid_ok: np.ndarray
 ) -> dict[str, pa.Array]:
     s = spec.seed
-    n = len(b)
     n_acc = spec.n_accounts
     # -- fraud pattern of the transaction
     block = b // 256

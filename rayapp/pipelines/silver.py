@@ -27,9 +27,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,6 +37,7 @@ from rayapp.errors import RayappError
 from rayapp.ledger import Ledger, utcnow
 from rayapp.quality import Expectations
 from rayapp.settings import Settings, is_remote
+from rayapp.pipelines.staging import read_ipc_dir, remove_dir, split_write, write_ipc
 from rayapp.transforms import silver as tx
 
 logger = logging.getLogger(__name__)
@@ -61,49 +61,6 @@ def uri(settings: Settings, table: str) -> str:
     return settings.table_uri(*table.split("/"))
 
 
-# ---- helpers ------------------------------------------------------------------------------------
-
-
-def _partition_ids(keys: pa.Array, partitions: int) -> np.ndarray:
-    import polars as pl
-
-    return (pl.Series(keys).hash(seed=7) % partitions).to_numpy().astype(np.int64)
-
-
-def _write_ipc(settings: Settings, path_uri: str, table: pa.Table) -> None:
-    """Staging files are Arrow IPC: written and read back at memory speed, never kept."""
-    fs, path = lake.arrow_fs(settings, path_uri)
-    if not is_remote(path_uri):
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-
-
-def _read_ipc_dir(settings: Settings, dir_uri: str, schema: pa.Schema) -> pa.Table:
-    from pyarrow.fs import FileSelector
-
-    fs, path = lake.arrow_fs(settings, dir_uri)
-    try:
-        infos = fs.get_file_info(FileSelector(path, allow_not_found=True))
-    except FileNotFoundError:
-        return schema.empty_table()
-    tables = []
-    for info in infos:
-        if info.path.endswith(".arrow"):
-            with fs.open_input_file(info.path) as fh:
-                tables.append(pa.ipc.open_file(fh).read_all())
-    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
-
-
-def _remove_dir(settings: Settings, dir_uri: str) -> None:
-    try:
-        fs, path = lake.fsspec_fs(settings, dir_uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except Exception as exc:  # noqa: BLE001 - leftover staging is harmless, the next run uses a new dir
-        logger.warning("could not remove staging %s: %s", dir_uri, exc)
-
-
 # ---- stage 1: parse, expectations, local dedup, key partitioning -----------------------------------
 
 
@@ -121,18 +78,10 @@ def stage_files(
         valid, quarantine, counts = tx.apply_expectations(bronze, expectations, run_id, now)
         name = f"{uuid.uuid4().hex}.arrow"
         if quarantine.num_rows:
-            _write_ipc(settings, f"{staging_uri}/quarantine/{name}", quarantine)
+            write_ipc(settings, f"{staging_uri}/quarantine/{name}", quarantine)
         valid = tx.dedup_latest(valid)
         counts["staged"] = valid.num_rows
-        if valid.num_rows:
-            pids = _partition_ids(valid["transaction_id"], partitions)
-            order = np.argsort(pids, kind="stable")
-            valid = valid.take(pa.array(order))
-            bounds = np.searchsorted(pids[order], np.arange(partitions + 1))
-            for p in range(partitions):
-                lo, hi = int(bounds[p]), int(bounds[p + 1])
-                if hi > lo:
-                    _write_ipc(settings, f"{staging_uri}/p={p:04d}/{name}", valid.slice(lo, hi - lo))
+        split_write(settings, valid, "transaction_id", partitions, staging_uri, name)
         out.append({"counts": json.dumps(counts)})
     return pa.Table.from_pylist(out, schema=pa.schema([("counts", pa.string())]))
 
@@ -143,7 +92,7 @@ def stage_files(
 def reduce_partitions(batch: pa.Table, *, settings: Settings, staging_uri: str, run_id: str, now: datetime) -> Iterator[pa.Table]:
     """Ray Data UDF: a partition id in, that partition's winning versions as silver rows out."""
     for pid in batch["pid"].to_pylist():
-        staged = _read_ipc_dir(settings, f"{staging_uri}/p={pid:04d}", tx.STANDARD_SCHEMA)
+        staged = read_ipc_dir(settings, f"{staging_uri}/p={pid:04d}", tx.STANDARD_SCHEMA)
         if staged.num_rows:
             yield tx.to_silver_rows(tx.dedup_latest(staged), run_id, now)
 
@@ -247,10 +196,10 @@ def bronze_to_silver(
             metrics = _merge_silver(settings, silver_uri, winners, run_id, full_refresh)
         result.silver_version = lake.open_table(settings, silver_uri).version()
         logger.info("reduced and merged into silver in %.1fs total", time.perf_counter() - t0)
-        q = _read_ipc_dir(settings, f"{staging}/quarantine", tx.QUARANTINE_SCHEMA)
+        q = read_ipc_dir(settings, f"{staging}/quarantine", tx.QUARANTINE_SCHEMA)
         result.quarantine_version = _merge_quarantine(settings, q, run_id)
     finally:
-        _remove_dir(settings, staging)
+        remove_dir(settings, staging)
     inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
     result.counts = {
         "rows_in": rows_in,

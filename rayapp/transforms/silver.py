@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.quality import DEFAULT_RULES, Action, Expectations
+from rayapp.quality import DEFAULT_RULES, Expectations
 from rayapp.schema import CONTRACT_COLUMNS, UTC_US
 
 AMOUNT_TYPE = pa.decimal128(18, 2)

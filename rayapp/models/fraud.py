@@ -1,0 +1,188 @@
+"""The fraud model: LightGBM on :mod:`rayapp.models.features`; train, evaluate, save, load, predict.
+
+An artifact is a folder ``<root>/<version>/`` with ``model.txt`` (LightGBM), ``features.json``
+(feature names, category codes, threshold) and ``metrics.json``; ``<root>/latest`` holds the
+newest version's name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rayapp.models.features import FEATURES, feature_matrix
+
+logger = logging.getLogger(__name__)
+
+PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 40,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "seed": 7,
+    "deterministic": True,
+    "num_threads": 2,
+    "verbose": -1,
+}
+ROUNDS = 300
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model artifact where one was expected."""
+
+
+@dataclass
+class FraudModel:
+    """A trained booster plus what it needs to turn transactions into scores."""
+
+    version: str
+    booster: Any
+    categories: list[str]
+    threshold: float
+    metrics: dict[str, Any]
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        """``transaction_id``, ``fraud_score`` in [0, 1], ``is_fraud_pred`` and ``model_version`` per row."""
+        scores = self.predict_matrix(feature_matrix(features)) if features.height else np.zeros(0)
+        return pl.DataFrame(
+            {
+                "transaction_id": features["transaction_id"],
+                "fraud_score": scores,
+                "is_fraud_pred": scores >= self.threshold,
+                "model_version": [self.version] * features.height,
+            },
+            schema={"transaction_id": pl.String, "fraud_score": pl.Float64, "is_fraud_pred": pl.Boolean, "model_version": pl.String},
+        )
+
+    # -- persistence --
+    def save(self, root: Path) -> Path:
+        folder = root / self.version
+        folder.mkdir(parents=True, exist_ok=False)
+        self.booster.save_model(str(folder / "model.txt"))
+        (folder / "features.json").write_text(
+            json.dumps({"features": list(FEATURES), "categories": self.categories, "threshold": self.threshold}, indent=2)
+        )
+        (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        tmp = root / ".latest.tmp"
+        tmp.write_text(self.version)
+        tmp.replace(root / "latest")
+        return folder
+
+    @classmethod
+    def load(cls, root: Path, version: str | None = None) -> "FraudModel":
+        """Load ``version`` (default: the one ``latest`` names) from ``root``.
+
+        Raises:
+            ModelNotFoundError: no such artifact.
+        """
+        import lightgbm as lgb
+
+        if version in (None, "latest"):
+            pointer = root / "latest"
+            if not pointer.is_file():
+                raise ModelNotFoundError(f"no fraud model under {root}: run `rayapp run train_fraud_model` first")
+            version = pointer.read_text().strip()
+        folder = root / str(version)
+        if not (folder / "model.txt").is_file():
+            raise ModelNotFoundError(f"no fraud model version {version!r} under {root}")
+        meta = json.loads((folder / "features.json").read_text())
+        if tuple(meta["features"]) != FEATURES:
+            raise ModelNotFoundError(f"model {version} was trained on other features: retrain it")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        booster = lgb.Booster(model_file=str(folder / "model.txt"))
+        return cls(str(version), booster, list(meta["categories"]), float(meta["threshold"]), metrics)
+
+
+def _auc_pr(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """ROC-AUC (Mann-Whitney, ties averaged) and PR-AUC (average precision)."""
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return float("nan"), float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    roc = (ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg)
+    desc = np.argsort(-s, kind="mergesort")
+    tp = np.cumsum(y[desc])
+    precision = tp / np.arange(1, len(y) + 1)
+    ap = float((precision * y[desc]).sum() / pos)
+    return float(roc), ap
+
+
+def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
+    """The score cut that maximises F1 on ``(y, s)``."""
+    order = np.argsort(-s)
+    ys, ss = y[order], s[order]
+    tp = np.cumsum(ys)
+    fp = np.cumsum(1 - ys)
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / max(int(ys.sum()), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    i = int(np.argmax(f1))
+    return float(ss[i])
+
+
+def train(features: pl.DataFrame, version: str, categories: list[str], eval_fraction: float = 0.2) -> FraudModel:
+    """Train on the earlier part of ``features`` (by event time) and evaluate on the later part.
+
+    Args:
+        features: labelled rows (``is_fraud`` not null) with every column of ``FEATURES`` and ``event_time``.
+        eval_fraction: share of the time range held out for evaluation.
+    """
+    import lightgbm as lgb
+
+    df = features.filter(pl.col("is_fraud").is_not_null()).sort(["event_time", "transaction_id"])
+    if df.height < 100:
+        raise ValueError(f"only {df.height} labelled transactions: need at least 100 to train")
+    t_min, t_max = df["event_time"].min(), df["event_time"].max()
+    cut = t_min + (t_max - t_min) * (1 - eval_fraction)  # type: ignore[operator]
+    train_df, eval_df = df.filter(pl.col("event_time") < cut), df.filter(pl.col("event_time") >= cut)
+    # The last slice of the training period picks the threshold (never the evaluation period).
+    val_cut = t_min + (cut - t_min) * 0.85  # type: ignore[operator]
+    fit_df, val_df = train_df.filter(pl.col("event_time") < val_cut), train_df.filter(pl.col("event_time") >= val_cut)
+    y = lambda d: d["is_fraud"].cast(pl.Int64).to_numpy()  # noqa: E731
+    booster = lgb.train(PARAMS, lgb.Dataset(feature_matrix(fit_df), y(fit_df), feature_name=list(FEATURES)), ROUNDS)
+    model = FraudModel(version, booster, categories, 0.5, {})
+    threshold = _best_threshold(y(val_df), model.predict_matrix(feature_matrix(val_df))) if val_df.height else 0.5
+    # Refit on the whole training period with the same settings.
+    model.booster = lgb.train(PARAMS, lgb.Dataset(feature_matrix(train_df), y(train_df), feature_name=list(FEATURES)), ROUNDS)
+    model.threshold = threshold
+    ye, se = y(eval_df), model.predict_matrix(feature_matrix(eval_df))
+    roc, pr = _auc_pr(ye, se)
+    pred = se >= threshold
+    tp = int((pred & (ye == 1)).sum())
+    model.metrics = {
+        "version": version,
+        "roc_auc": roc,
+        "pr_auc": pr,
+        "threshold": threshold,
+        "precision": tp / max(int(pred.sum()), 1),
+        "recall": tp / max(int(ye.sum()), 1),
+        "rows": {"train": train_df.height, "eval": eval_df.height, "train_fraud": int(y(train_df).sum()), "eval_fraud": int(ye.sum())},
+        "split_time": str(cut),
+        "features": list(FEATURES),
+        "importance": dict(zip(FEATURES, (int(v) for v in model.booster.feature_importance("gain")))),
+    }
+    logger.info("trained fraud model %s: ROC-AUC %.4f, PR-AUC %.4f on %d held-out rows", version, roc, pr, eval_df.height)
+    return model
