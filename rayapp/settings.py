@@ -66,6 +66,7 @@ class Settings(BaseSettings):
         description="Ray cluster to join; unset starts a local Ray instance.",
     )
     ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a locally started Ray instance.")
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the Serve proxy (models).")
     log_format: LogFormat = LogFormat.JSON
     log_level: str = "INFO"
 

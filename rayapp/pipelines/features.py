@@ -98,8 +98,19 @@ def categories_of(settings: Settings, version: int | None = None) -> list[str]:
     return sorted(cats.to_pylist())
 
 
-def build_features(settings: Settings, run_id: str, categories: list[str], version: int | None = None, partitions: int | None = None) -> FeatureRun:
+def build_features(
+    settings: Settings,
+    run_id: str,
+    categories: list[str],
+    version: int | None = None,
+    partitions: int | None = None,
+    task_cpus: float = 1.0,
+) -> FeatureRun:
     """Compute features for every silver row (as of ``version``) on Ray Data.
+
+    Args:
+        task_cpus: CPUs each task asks for; less than 1 lets the passes share a small cluster with
+            Serve replicas without waiting forever for a whole free CPU.
 
     Returns:
         A :class:`FeatureRun` whose ``dataset`` yields ``transaction_id, event_time, is_fraud`` and
@@ -116,19 +127,19 @@ def build_features(settings: Settings, run_id: str, categories: list[str], versi
     try:
         if files:
             ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files)).map_batches(
-                _split_silver, batch_size=1, batch_format="pyarrow",
+                _split_silver, batch_size=1, batch_format="pyarrow", num_cpus=task_cpus,
                 fn_kwargs={"settings": settings, "staging": staging, "partitions": parts},
             ).take_all()  # fmt: skip
             for stage in range(len(_PASSES)):
                 ray.data.from_items(items, override_num_blocks=parts).map_batches(
-                    _pass, batch_size=1, batch_format="pyarrow",
+                    _pass, batch_size=1, batch_format="pyarrow", num_cpus=task_cpus,
                     fn_kwargs={"settings": settings, "staging": staging, "partitions": parts, "stage": stage},
                 ).take_all()  # fmt: skip
     except BaseException:
         remove_dir(settings, staging)
         raise
     ds = ray.data.from_items(items, override_num_blocks=parts).map_batches(
-        _last_pass, batch_size=1, batch_format="pyarrow",
+        _last_pass, batch_size=1, batch_format="pyarrow", num_cpus=task_cpus,
         fn_kwargs={"settings": settings, "staging": staging, "categories": categories},
     )  # fmt: skip
     logger.info("features staged for %d silver rows in %d partitions (%s)", rows, parts, json.dumps({"version": dt.version()}))

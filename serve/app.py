@@ -1,0 +1,199 @@
+"""Ray Serve application: FraudScorer and Embedder deployments behind one FastAPI ingress.
+
+``serve run serve.config:app`` style entry: ``serve/config.yaml`` points at
+``serve.app:build_app``; ``rayapp serve`` and the ``score_transactions`` job deploy it too.
+
+Endpoints: ``POST /fraud/score`` (JSON list of contract-shaped transactions, or
+``{"transactions": [...]}``), ``POST /embed`` (``{"texts": [...]}`` or a list of strings),
+``GET /healthz``, ``GET /models``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from rayapp.models.embedder import Embedder
+from rayapp.models.scoring import InvalidTransactions, OnlineScorer, records_to_rows
+from rayapp.pipelines.score import APP_NAME, LakeModelLoader, score_table
+
+logger = logging.getLogger(__name__)
+
+MAX_TRANSACTIONS = 1000
+MAX_TEXTS = 1024
+
+api = FastAPI(title="rayapp models", description="Fraud scoring and sentence embeddings on Ray Serve")
+
+
+@serve.deployment(name="FraudScorer", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+class FraudScorer:
+    """Holds one model version and a silver history snapshot; hot-swapped through ``user_config``.
+
+    ``user_config``: ``{"model_version": "latest" | "v…", "history_version": int | null}``.
+    """
+
+    def __init__(self, loader: LakeModelLoader) -> None:
+        self.loader = loader
+        self.scorer: OnlineScorer | None = None
+        self.reconfigure({})
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        version = (config or {}).get("model_version") or "latest"
+        model = self.loader.load_model(version)
+        history, hv = self.loader.load_history((config or {}).get("history_version"))
+        self.scorer = OnlineScorer(model, history, hv)  # one assignment: in-flight requests keep the old one
+        logger.info("FraudScorer serving model %s with silver history version %s", model.version, hv)
+
+    def describe(self) -> dict[str, Any]:
+        assert self.scorer is not None
+        m = self.scorer.model
+        return {"model_version": m.version, "threshold": m.threshold, "history_version": self.scorer.history_version,
+                "roc_auc": m.metrics.get("roc_auc")}  # fmt: skip
+
+    async def score_features(self, batch: pa.Table) -> pa.Table:
+        """Batch path: precomputed feature rows in (from the score_transactions job), scores out."""
+        assert self.scorer is not None
+        return score_table(self.scorer.model, batch)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def score_online(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Online path, batched across concurrent requests: one feature computation for all of them."""
+        scorer = self.scorer
+        assert scorer is not None
+        results: list[dict[str, Any]] = [{} for _ in requests]
+        valid: list[tuple[int, Any]] = []
+        for i, records in enumerate(requests):
+            try:
+                valid.append((i, records_to_rows(records)))
+            except InvalidTransactions as exc:
+                results[i] = {"errors": exc.errors}
+        import polars as pl
+
+        seen: set[str] = set()
+        together: list[tuple[int, Any]] = []
+        for i, rows in valid:
+            ids = rows["transaction_id"].to_list()
+            if len(set(ids)) != len(ids):
+                results[i] = {"errors": [{"index": None, "reasons": ["duplicate transaction_id in one request"]}]}
+            elif seen & set(ids):  # the same transaction in two concurrent requests: score it apart
+                results[i] = {"scores": scorer.model.predict(scorer.features(rows)).to_dicts()}
+            else:
+                seen |= set(ids)
+                together.append((i, rows))
+        if together:
+            frame = pl.concat([rows for _, rows in together], how="vertical_relaxed")
+            scored = {r["transaction_id"]: r for r in scorer.model.predict(scorer.features(frame)).to_dicts()}
+            for i, rows in together:
+                results[i] = {"scores": [scored[t] for t in rows["transaction_id"].to_list()]}
+        return results
+
+
+@serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32)
+class EmbedderDeployment:
+    """all-MiniLM-L6-v2 (or ``model``) vectors, 384 dims, unit length."""
+
+    def __init__(self, model: str | None = None, threads: int | None = None) -> None:
+        self.embedder = Embedder(model, threads=threads)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.embedder.name, "dim": self.embedder.dim, "device": self.embedder.device}
+
+    async def embed_many(self, texts: list[str]) -> np.ndarray:
+        """Batch path: a list of texts in, a ``len x dim`` array out."""
+        return self.embedder.embed(texts)
+
+    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.01)
+    async def embed_online(self, requests: list[list[str]]) -> list[list[list[float]]]:
+        flat = [t for texts in requests for t in texts]
+        vecs = self.embedder.embed(flat)
+        out, i = [], 0
+        for texts in requests:
+            out.append(vecs[i : i + len(texts)].tolist())
+            i += len(texts)
+        return out
+
+
+def _bad(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, **extra})
+
+
+@serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.05})
+@serve.ingress(api)
+class Api:
+    def __init__(self, scorer: DeploymentHandle, embedder: DeploymentHandle) -> None:
+        self.scorer = scorer
+        self.embedder = embedder
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/models")
+    async def models(self) -> dict[str, Any]:
+        fraud, emb = await asyncio.gather(self.scorer.describe.remote(), self.embedder.describe.remote())
+        return {"fraud": fraud, "embedder": emb}
+
+    @api.post("/fraud/score")
+    async def score(self, request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _bad(400, "body is not valid JSON")
+        records = body.get("transactions") if isinstance(body, dict) else body
+        if not isinstance(records, list) or not records:
+            return _bad(422, "expected a non-empty JSON list of transactions (or {\"transactions\": [...]})")
+        if len(records) > MAX_TRANSACTIONS:
+            return _bad(413, f"at most {MAX_TRANSACTIONS} transactions per request")
+        if not all(isinstance(r, dict) for r in records):
+            return _bad(422, "every transaction must be a JSON object")
+        result = await self.scorer.score_online.remote(records)
+        if "errors" in result:
+            return _bad(422, "invalid transactions", details=result["errors"])
+        return {"scores": result["scores"]}
+
+    @api.post("/embed")
+    async def embed(self, request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _bad(400, "body is not valid JSON")
+        texts = body.get("texts") if isinstance(body, dict) else body
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return _bad(422, "expected {\"texts\": [\"…\", …]} with at least one string")
+        if len(texts) > MAX_TEXTS:
+            return _bad(413, f"at most {MAX_TEXTS} texts per request")
+        vectors = await self.embedder.embed_online.remote(texts)
+        return {"model": "all-MiniLM-L6-v2", "dim": len(vectors[0]), "vectors": vectors}
+
+
+def build_app(args: dict[str, Any] | None = None) -> Any:
+    """Application builder (``serve.app:build_app``).
+
+    Args (all optional): ``data_dir``, ``lake_uri``, ``config`` (TOML), ``model_version``,
+    ``embed_model``, ``embed_threads``, ``scorer_replicas``, ``scorer_cpus``, ``embedder_cpus``.
+    """
+    from rayapp.settings import load_settings
+
+    args = dict(args or {})
+    overrides = {k: args[k] for k in ("data_dir", "lake_uri") if args.get(k)}
+    settings = load_settings(args.get("config"), overrides)
+    scorer = FraudScorer.options(
+        num_replicas=int(args.get("scorer_replicas", 1)),
+        ray_actor_options={"num_cpus": float(args.get("scorer_cpus", 0.25))},
+        user_config={"model_version": args.get("model_version", "latest")},
+    ).bind(LakeModelLoader(settings))
+    embedder = EmbedderDeployment.options(ray_actor_options={"num_cpus": float(args.get("embedder_cpus", 0.5))}).bind(
+        args.get("embed_model"), int(args["embed_threads"]) if args.get("embed_threads") else None
+    )
+    return Api.bind(scorer, embedder)
+
+
+__all__ = ["APP_NAME", "build_app", "FraudScorer", "EmbedderDeployment", "Api"]
