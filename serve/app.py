@@ -8,11 +8,11 @@ Endpoints: ``POST /fraud/score`` (JSON list of contract-shaped transactions, or
 ``GET /healthz``, ``GET /models``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at run time
+# (``request: Request``) and cannot resolve postponed ones on a Serve ingress class.
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +42,7 @@ class FraudScorer:
 
     def __init__(self, loader: LakeModelLoader) -> None:
         self.loader = loader
-        self.scorer: OnlineScorer | None = None
+        self.scorer: Optional[OnlineScorer] = None
         self.reconfigure({})
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -100,7 +100,7 @@ class FraudScorer:
 class EmbedderDeployment:
     """all-MiniLM-L6-v2 (or ``model``) vectors, 384 dims, unit length."""
 
-    def __init__(self, model: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, model: Optional[str] = None, threads: Optional[int] = None) -> None:
         self.embedder = Embedder(model, threads=threads)
 
     def describe(self) -> dict[str, Any]:
@@ -174,7 +174,7 @@ class Api:
         return {"model": "all-MiniLM-L6-v2", "dim": len(vectors[0]), "vectors": vectors}
 
 
-def build_app(args: dict[str, Any] | None = None) -> Any:
+def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     """Application builder (``serve.app:build_app``).
 
     Args (all optional): ``data_dir``, ``lake_uri``, ``config`` (TOML), ``model_version``,

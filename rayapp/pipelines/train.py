@@ -51,9 +51,9 @@ def train_fraud_model(settings: Settings, run_id: str, eval_fraction: float = 0.
         raise RayappError(f"only {labelled_df.height} labelled silver rows: need at least 100 to train")
     version = "v" + utcnow().strftime("%Y%m%dT%H%M%S")
 
-    # LightGBM runs in a Ray task holding the CPUs it uses, so a cluster schedules it like other work.
-    cpus = min(2, max(1, int(ray.cluster_resources().get("CPU", 1))))
-    fit = ray.remote(num_cpus=cpus)(train)
+    # LightGBM runs in a Ray task so a cluster schedules it like other work. It asks for one CPU
+    # (it may use a second thread): asking for more could wait forever beside Serve replicas.
+    fit = ray.remote(num_cpus=1)(train)
     model = ray.get(fit.remote(ray.put(labelled_df), version, categories, eval_fraction))
     path = model.save(model_root(settings))
     logger.info("saved fraud model %s to %s", model.version, path)

@@ -1,0 +1,162 @@
+"""Fraud model training, the Serve application over HTTP, and batch scoring through it."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from jobs import bronze_to_silver as b2s_job
+from jobs import generate as generate_job
+from jobs import ingest as ingest_job
+from jobs import score_transactions as score_job
+from jobs import train_fraud_model as train_job
+from rayapp import lake
+from rayapp.ledger import Ledger
+from rayapp.pipelines.score import APP_NAME, PREDICTIONS
+from rayapp.pipelines.silver import SILVER, uri
+from rayapp.schema import CONTRACT_COLUMNS
+from rayapp.settings import Settings, load_settings
+from tests.conftest import _free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
+
+
+@pytest.fixture(scope="module")
+def lake_with_model(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Settings:
+    data = tmp_path_factory.mktemp("models") / "data"
+    port = _free_port()
+    settings = load_settings(overrides={"data_dir": str(data), "serve_port": port})
+    args = ["--data-dir", str(data), "--set", f"serve_port={port}"]
+    assert generate_job.entrypoint(args + ["--rows", "60000", "--files", "3", "--seed", "5"]) == 0
+    assert ingest_job.entrypoint(args) == 0
+    assert b2s_job.entrypoint(args) == 0
+    assert train_job.entrypoint(args) == 0
+    return settings
+
+
+def _args(s: Settings, *extra: str) -> list[str]:
+    return ["--data-dir", str(s.data_dir), "--set", f"serve_port={s.serve_port}", *extra]
+
+
+def test_training_learns_fraud(lake_with_model: Settings) -> None:
+    run = Ledger(lake_with_model).last_run("train_fraud_model")
+    assert run is not None
+    metrics = run.details["metrics"]
+    assert metrics["roc_auc"] >= 0.85, metrics
+    assert 0 < metrics["threshold"] < 1
+    folder = Path(run.details["path"])
+    assert {p.name for p in folder.iterdir()} == {"model.txt", "features.json", "metrics.json"}
+    assert (folder.parent / "latest").read_text() == run.details["model_version"]
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["rows"]["eval"] > 0 and saved["pr_auc"] > 0
+    assert not {"status", "is_fraud", "updated_at"} & set(saved["features"])  # known only after the payment
+
+
+@pytest.fixture(scope="module")
+def served(lake_with_model: Settings) -> Iterator[str]:
+    """Batch-score through Serve (which deploys the app), then hand the HTTP base URL to the tests."""
+    from ray import serve
+
+    assert score_job.entrypoint(_args(lake_with_model)) == 0
+    yield f"http://127.0.0.1:{lake_with_model.serve_port}"
+    serve.delete(APP_NAME)
+    serve.shutdown()
+
+
+def _post(url: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else json.dumps(body, default=str).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def test_health_and_models(served: str, lake_with_model: Settings) -> None:
+    assert _get(f"{served}/healthz") == {"status": "ok"}
+    models = _get(f"{served}/models")
+    latest = (Path(lake_with_model.data_dir) / "models" / "fraud" / "latest").read_text()
+    assert models["fraud"]["model_version"] == latest
+    assert models["embedder"]["dim"] == 384
+
+
+def _silver_sample(s: Settings, n: int) -> list[dict[str, Any]]:
+    rows = lake.open_table(s, uri(s, SILVER)).to_pyarrow_table(columns=list(CONTRACT_COLUMNS)).slice(100, n).to_pylist()
+    return [{k: (str(v) if v is not None else None) for k, v in r.items()} for r in rows]
+
+
+def test_online_scores_equal_batch_scores(served: str, lake_with_model: Settings) -> None:
+    sample = _silver_sample(lake_with_model, 40)
+    status, body = _post(f"{served}/fraud/score", sample)
+    assert status == 200, body
+    online = {r["transaction_id"]: r for r in body["scores"]}
+    assert [r["transaction_id"] for r in body["scores"]] == [r["transaction_id"] for r in sample]
+    preds = {r["transaction_id"]: r for r in lake.open_table(lake_with_model, uri(lake_with_model, PREDICTIONS)).to_pyarrow_table().to_pylist()}
+    for tid, r in online.items():
+        assert 0.0 <= r["fraud_score"] <= 1.0
+        assert math.isclose(r["fraud_score"], preds[tid]["fraud_score"], abs_tol=1e-6), tid
+        assert r["is_fraud_pred"] == preds[tid]["is_fraud_pred"] and r["model_version"] == preds[tid]["model_version"]
+
+
+def test_bad_requests_get_4xx(served: str, lake_with_model: Settings) -> None:
+    assert _post(f"{served}/fraud/score", None, raw=b"{not json")[0] == 400
+    assert _post(f"{served}/fraud/score", {"transactions": []})[0] == 422
+    assert _post(f"{served}/fraud/score", [1, 2])[0] == 422
+    bad = _silver_sample(lake_with_model, 2)
+    bad[1]["amount"] = "lots"
+    status, body = _post(f"{served}/fraud/score", bad)
+    assert status == 422 and body["details"][0]["index"] == 1 and body["details"][0]["reasons"] == ["invalid_amount"]
+    assert _post(f"{served}/embed", {"texts": [1]})[0] == 422
+    assert _post(f"{served}/embed", {"texts": []})[0] == 422
+
+
+def test_embed(served: str) -> None:
+    status, body = _post(f"{served}/embed", {"texts": ["card purchase at Blue Market", "ATM withdrawal", "card purchase at Blue Market"]})
+    assert status == 200 and body["dim"] == 384
+    v = body["vectors"]
+    norm = lambda x: math.sqrt(sum(a * a for a in x))  # noqa: E731
+    assert all(abs(norm(x) - 1) < 1e-4 for x in v)
+    assert v[0] == pytest.approx(v[2], abs=1e-5) and v[0] != pytest.approx(v[1], abs=1e-3)
+
+
+def test_batch_scoring_is_idempotent(served: str, lake_with_model: Settings) -> None:
+    target = uri(lake_with_model, PREDICTIONS)
+    version = lake.open_table(lake_with_model, target).version()
+    silver_rows = lake.open_table(lake_with_model, uri(lake_with_model, SILVER)).count()
+    preds = lake.open_table(lake_with_model, target).to_pyarrow_table()
+    assert preds.num_rows == silver_rows  # one prediction per silver row and model version
+    assert score_job.entrypoint(_args(lake_with_model)) == 0  # nothing changed in silver
+    assert score_job.entrypoint(_args(lake_with_model, "--full", "--mode", "inline")) == 0  # same scores inline
+    assert lake.open_table(lake_with_model, target).version() == version
+    run = Ledger(lake_with_model).last_run("score_transactions")
+    assert run is not None and run.counts["rows_scored"] == silver_rows and run.counts["unchanged"] == silver_rows
+
+
+def test_model_hot_swap_via_user_config(served: str, lake_with_model: Settings) -> None:
+    from ray import serve
+
+    from serve.app import build_app
+
+    first = _get(f"{served}/models")["fraud"]["model_version"]
+    assert train_job.entrypoint(_args(lake_with_model)) == 0
+    second = (Path(lake_with_model.data_dir) / "models" / "fraud" / "latest").read_text()
+    assert second != first
+    args = {"data_dir": str(lake_with_model.data_dir), "model_version": second}
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    assert _get(f"{served}/models")["fraud"]["model_version"] == second
+    status, body = _post(f"{served}/fraud/score", _silver_sample(lake_with_model, 3))
+    assert status == 200 and {r["model_version"] for r in body["scores"]} == {second}
+    serve.run(build_app(args | {"model_version": first}), name=APP_NAME, route_prefix="/", blocking=False)
+    assert _get(f"{served}/models")["fraud"]["model_version"] == first
