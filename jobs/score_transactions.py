@@ -19,32 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def deploy_models(settings: object, model_version: str | None) -> str:
-    """Make sure the Serve app runs (deploying it if needed) with ``model_version``; returns the served version."""
-    from ray import serve
-
-    from rayapp.pipelines.score import APP_NAME, SCORER, serve_app_running
-    from serve.app import build_app
-
-    args = {"data_dir": str(settings.data_dir), "lake_uri": settings.lake_uri, "model_version": model_version or "latest"}  # type: ignore[attr-defined]
-    if not serve_app_running():
-        serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})  # type: ignore[attr-defined]
-        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
-    handle = serve.get_deployment_handle(SCORER, app_name=APP_NAME)
-    served = handle.describe.remote().result()["model_version"]
-    if model_version and model_version not in ("latest", served):
-        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)  # hot swap via user_config
-        served = handle.describe.remote().result()["model_version"]
-    return str(served)
-
-
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.pipelines.score import PREDICTIONS, score_transactions
     from rayapp.pipelines.silver import SILVER
 
     version = args.model_version
     if args.mode == "serve":
-        version = deploy_models(ctx.settings, args.model_version)
+        from serve.app import deploy
+
+        version = deploy(ctx.settings, args.model_version)
     res = score_transactions(
         ctx.settings, ctx.ledger, ctx.run_id, mode=args.mode, full=args.full, model_version=version,
         concurrency=args.concurrency, batch_size=args.batch_size,

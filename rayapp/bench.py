@@ -50,8 +50,20 @@ def timed(stage: str, rows: int | Callable[[Any], int], fn: Callable[[], Any]) -
     return timing, out
 
 
-def run_benchmark(settings: Settings, rows: int, files: int, seed: int, keep: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    settings: Settings,
+    rows: int,
+    files: int,
+    seed: int,
+    keep: bool = False,
+    deploy_models: Callable[[Settings], str] | None = None,
+    embed_texts: int = 4000,
+) -> dict[str, Any]:
     """Generate ``rows`` rows into a scratch lake under ``<data_dir>/bench`` and time every stage.
+
+    Args:
+        deploy_models: starts the Serve application for a settings object (from ``serve.app``);
+            without it the Serve-path stages are skipped.
 
     Returns:
         The report (also written to ``<data_dir>/bench/benchmark-<timestamp>.json``).
@@ -63,7 +75,9 @@ def run_benchmark(settings: Settings, rows: int, files: int, seed: int, keep: bo
     bench_dir = Path(settings.data_dir) / "bench"
     work = bench_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
-    scratch = settings.model_copy(update={"lake_uri": str(work / "lake"), "landing_uri": str(work / "lake" / "landing")})
+    scratch = settings.model_copy(
+        update={"data_dir": work, "lake_uri": str(work / "lake"), "landing_uri": str(work / "lake" / "landing")}
+    )
     ledger = Ledger(scratch)
     spec = GenSpec(rows=rows, seed=seed, files=files)
     timings: list[StageTiming] = []
@@ -96,11 +110,27 @@ def run_benchmark(settings: Settings, rows: int, files: int, seed: int, keep: bo
     }  # fmt: skip
     timings.append(t)
 
+    from rayapp.pipelines.score import score_transactions
+    from rayapp.pipelines.train import train_fraud_model
+
+    t, trained = timed("train_fraud_model", lambda r: r.rows, lambda: train_fraud_model(scratch, new_run_id("bench-train")))
+    t.extra = {"roc_auc": round(trained.model.metrics["roc_auc"], 4)}
+    timings.append(t)
+    silver_rows = b2s.counts["inserted"]
+    t, _ = timed("score_inline", silver_rows, lambda: score_transactions(scratch, ledger, new_run_id("bench-score"), mode="inline", full=True))
+    timings.append(t)
+    if deploy_models is not None:
+        deploy_models(scratch)
+        t, _ = timed("score_serve", silver_rows, lambda: score_transactions(scratch, ledger, new_run_id("bench-score"), mode="serve", full=True))
+        timings.append(t)
+        timings.append(_embed_benchmark(scratch, embed_texts))
+
     by = {s.stage: s for s in timings}
     ratio = by["bronze_to_silver"].seconds / by["polars_reference_bronze_to_silver"].seconds
     report = {
         "at": utcnow().isoformat(),
         "bronze_to_silver_vs_polars": round(ratio, 2),
+        "serve_vs_inline_scoring": round(by["score_serve"].seconds / by["score_inline"].seconds, 2) if "score_serve" in by else None,
         "rows": rows,
         "files": spec.n_files,
         "machine": _machine(),
@@ -116,3 +146,22 @@ def run_benchmark(settings: Settings, rows: int, files: int, seed: int, keep: bo
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _embed_benchmark(settings: Settings, n: int) -> StageTiming:
+    """Short merchant-style texts through the Embedder deployment's batch method."""
+    from ray import serve
+
+    from rayapp.pipelines.score import APP_NAME
+
+    handle = serve.get_deployment_handle("Embedder", app_name=APP_NAME)
+    texts = [f"Card purchase at Store {i % 997} ref {i}" for i in range(n)]
+    handle.embed_many.remote(texts[:64]).result()  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, n, 256):
+        handle.embed_many.remote(texts[i : i + 256]).result()
+    dt = time.perf_counter() - t0
+    device = handle.describe.remote().result()["device"]
+    timing = StageTiming("embed_serve", n, dt, {"device": device, "unit": "texts"})
+    logger.info("embed: %d texts in %.2fs = %.0f texts/s on %s", n, dt, n / dt, device)
+    return timing

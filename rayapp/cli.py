@@ -123,6 +123,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.rows, args.seed, args.files, _global_args(args), discover_jobs())
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Deploy the Serve application (models + HTTP) and keep it up until Ctrl-C."""
+    import time
+
+    from rayapp.jobkit import parse_overrides
+    from rayapp.runtime import ensure_ray
+    from rayapp.settings import load_settings
+
+    overrides: dict[str, object] = parse_overrides(args.overrides)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.port:
+        overrides["serve_port"] = args.port
+    settings = load_settings(args.config, overrides)
+    try:
+        app = importlib.import_module("serve.app")
+    except ModuleNotFoundError:
+        raise RayappError("the `serve` package is not importable: run rayapp from the repository root") from None
+    ensure_ray(settings)
+    try:
+        version = app.deploy(settings, args.model_version)
+    except FileNotFoundError as exc:
+        raise RayappError(str(exc)) from None
+    base = f"http://127.0.0.1:{settings.serve_port}"
+    print(f"serving fraud model {version} and the embedder at {base}")
+    print(f"  curl {base}/healthz   curl {base}/models")
+    print(f"  curl -X POST {base}/embed -d '{{\"texts\": [\"card purchase\"]}}'")
+    print("Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rayapp", description="Ray-native batch data platform: landing -> Delta lake -> serving stores.")
     p.add_argument("--config", metavar="PATH", help="TOML settings file (default: $RAYAPP_CONFIG)")
@@ -140,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--run-id", help="show one run in full (counts per stage, details)")
     rs.add_argument("--json", action="store_true", help="machine-readable output")
     rs.set_defaults(fn=cmd_runs)
+    sv = sub.add_parser("serve", help="run the models (FraudScorer, Embedder) and their HTTP API locally")
+    sv.add_argument("--port", type=int, help="HTTP port (default: RAYAPP_SERVE_PORT, 8000)")
+    sv.add_argument("--model-version", help="fraud model version (default: latest)")
+    sv.set_defaults(fn=cmd_serve)
     d = sub.add_parser("demo", help="generate data and run the pipeline on embedded defaults")
     d.add_argument("--rows", type=int, default=200_000)
     d.add_argument("--seed", type=int, default=42)

@@ -9,7 +9,7 @@ from rayapp.errors import RayappError
 JobEntry = tuple[Callable[[list[str]], int], str]
 
 #: Stages the demo runs after `generate`, in order, when the job exists.
-DEMO_STAGES = ("ingest", "bronze_to_silver", "silver_to_gold")
+DEMO_STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions")
 
 
 def run_demo(rows: int, seed: int, files: int, global_args: list[str], jobs: dict[str, JobEntry]) -> int:
@@ -44,6 +44,12 @@ def _print_guide(global_args: list[str]) -> None:
               f"updated {c.get('updated', 0)}, unchanged {c.get('unchanged', 0)}")  # fmt: skip
         for rule, n in run.details.get("rules", {}).items():
             print(f"  {rule:<24} {n:>8}" + ("  (warn: value nulled, row kept)" if rule == "invalid_country" else ""))
+    train = Ledger(settings).last_run("train_fraud_model")
+    if train is not None:
+        m = train.details.get("metrics", {})
+        print(f"\n== fraud model {train.details.get('model_version')} ==\nROC-AUC {m.get('roc_auc', 0):.4f}, "
+              f"PR-AUC {m.get('pr_auc', 0):.4f} on the held-out period; artifact {train.details.get('path')}")  # fmt: skip
+    predictions = uri(settings, "silver/predictions")
     print(
         f"""
 == where everything is ==
@@ -53,6 +59,8 @@ silver table    {silver}
 quarantine      {quarantine}
 gold tables     {uri(settings, GOLD_ACCOUNT)}
                 {uri(settings, GOLD_MERCHANT)}
+predictions     {predictions}
+models          {settings.data_dir / 'models' / 'fraud'}
 run ledger      {settings.table_uri('_ledger', 'runs')} (and _ledger/files)
 
 == look at it ==
@@ -61,5 +69,7 @@ python -c "import polars as pl; print(pl.read_delta('{silver}').head())"
 python -c "import polars as pl; print(pl.read_delta('{quarantine}').select('transaction_id','amount','_reasons').head())"
 python -c "import polars as pl; print(pl.read_delta('{uri(settings, GOLD_MERCHANT)}').sort('fraud_rate', descending=True).head())"
 python -c "from deltalake import DeltaTable as T; print(T('{silver}').history(3))"   # versions (time travel)
-rayapp run ingest && rayapp run bronze_to_silver   # again: nothing new, silver version unchanged"""
+python -c "import polars as pl; print(pl.read_delta('{predictions}').sort('fraud_score', descending=True).head())"
+rayapp run ingest && rayapp run bronze_to_silver   # again: nothing new, silver version unchanged
+rayapp serve                                  # the models over HTTP on 127.0.0.1:{settings.serve_port} (Ctrl-C to stop)"""
     )

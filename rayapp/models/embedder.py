@@ -44,7 +44,8 @@ class Embedder:
         self.name = model or DEFAULT_MODEL
         self.device = device
         self.model: Any = SentenceTransformer(resolve_model_path(model), device=device)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         logger.info("embedder %s on %s (%d dims)", self.name, device, self.dim)
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
+    "learning_rate": 0.1,
     "num_leaves": 31,
     "min_data_in_leaf": 40,
     "feature_fraction": 0.9,
@@ -34,7 +34,8 @@ PARAMS: dict[str, Any] = {
     "num_threads": 2,
     "verbose": -1,
 }
-ROUNDS = 300
+ROUNDS = 150
+PREDICT_THREADS = 2
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -52,7 +53,7 @@ class FraudModel:
     metrics: dict[str, Any]
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+        return np.asarray(self.booster.predict(x, num_threads=PREDICT_THREADS), dtype=np.float64)
 
     def predict(self, features: pl.DataFrame) -> pl.DataFrame:
         """``transaction_id``, ``fraud_score`` in [0, 1], ``is_fraud_pred`` and ``model_version`` per row."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, _free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
 def _rayapp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAYAPP_", "RAY_ADDRESS"))}
     env["RAYAPP_RAY_NUM_CPUS"] = "2"
+    env["RAYAPP_SERVE_PORT"] = str(_free_port())
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "rayapp.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
@@ -24,31 +25,35 @@ def _rayapp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_then_runs(tmp_path: Path) -> None:
-    demo = _rayapp("demo", "--rows", "5000", "--files", "3", cwd=tmp_path)
+    demo = _rayapp("demo", "--rows", "20000", "--files", "3", cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "generated 5000 rows in 3 file(s)" in demo.stdout
-    assert "5000 rows appended to bronze" in demo.stdout
+    assert "generated 20000 rows in 3 file(s)" in demo.stdout
+    assert "20000 rows appended to bronze" in demo.stdout
     assert "== data quality" in demo.stdout and "invalid_amount" in demo.stdout
     bronze = tmp_path / "data" / "lake" / "bronze" / "transactions"
-    for table in ("bronze/transactions", "silver/transactions", "quarantine/transactions", "gold/merchant_daily_stats"):
+    assert "== fraud model v" in demo.stdout and "rows scored" in demo.stdout
+    for table in ("bronze/transactions", "silver/transactions", "quarantine/transactions", "gold/merchant_daily_stats",
+                  "silver/predictions"):  # fmt: skip
         assert str(tmp_path / "data" / "lake" / table) in demo.stdout  # the guide says where the output is
 
     from deltalake import DeltaTable
 
-    assert DeltaTable(str(bronze)).count() == 5000
+    assert DeltaTable(str(bronze)).count() == 20000
 
     again = _rayapp("run", "ingest", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 rows appended" in again.stdout
-    assert DeltaTable(str(bronze)).count() == 5000
+    assert DeltaTable(str(bronze)).count() == 20000
 
     runs = _rayapp("runs", cwd=tmp_path)
     assert runs.returncode == 0
     lines = runs.stdout.strip().splitlines()
     assert lines[0].startswith("RUN ID")
-    assert [line.split()[1] for line in lines[1:]] == ["ingest", "silver_to_gold", "bronze_to_silver", "ingest", "generate"]
+    assert [line.split()[1] for line in lines[1:]] == [
+        "ingest", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "generate"
+    ]  # fmt: skip
     assert all(" succeeded " in line for line in lines[1:])
 
-    run_id = lines[4].split()[0]
+    run_id = lines[6].split()[0]
     one = _rayapp("runs", "--run-id", run_id, cwd=tmp_path)
-    assert '"rows_written": 5000' in one.stdout
+    assert '"rows_written": 20000' in one.stdout
