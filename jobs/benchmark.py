@@ -30,7 +30,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     lines += [f"  {s['stage']:<24} {s['rows']:>10} rows {s['seconds']:>8.2f}s {s['rows_per_s']:>10} rows/s" for s in report["stages"]]
     lines.append(f"bronze_to_silver time / polars reference time: {report['bronze_to_silver_vs_polars']}x")
     if report.get("serve_vs_inline_scoring") is not None:
-        lines.append(f"scoring through Serve / inline: {report['serve_vs_inline_scoring']}x")
+        lines.append(f"scoring job through Serve / inline: {report['serve_vs_inline_scoring']}x; "
+                     f"scoring step alone: {report['serve_vs_inline_scoring_step']}x")
     lines.append(f"report: {report['report_path']}")
     return JobResult(
         counts={f"{s['stage']}_rows_per_s": s["rows_per_s"] for s in report["stages"]},

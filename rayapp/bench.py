@@ -123,6 +123,7 @@ def run_benchmark(
         deploy_models(scratch)
         t, _ = timed("score_serve", silver_rows, lambda: score_transactions(scratch, ledger, new_run_id("bench-score"), mode="serve", full=True))
         timings.append(t)
+        timings.extend(_scoring_step_benchmark(scratch, new_run_id("bench-step")))
         timings.append(_embed_benchmark(scratch, embed_texts))
 
     by = {s.stage: s for s in timings}
@@ -131,6 +132,9 @@ def run_benchmark(
         "at": utcnow().isoformat(),
         "bronze_to_silver_vs_polars": round(ratio, 2),
         "serve_vs_inline_scoring": round(by["score_serve"].seconds / by["score_inline"].seconds, 2) if "score_serve" in by else None,
+        "serve_vs_inline_scoring_step": (
+            round(by["score_step_serve"].seconds / by["score_step_inline"].seconds, 2) if "score_step_serve" in by else None
+        ),
         "rows": rows,
         "files": spec.n_files,
         "machine": _machine(),
@@ -165,3 +169,29 @@ def _embed_benchmark(settings: Settings, n: int) -> StageTiming:
     timing = StageTiming("embed_serve", n, dt, {"device": device, "unit": "texts"})
     logger.info("embed: %d texts in %.2fs = %.0f texts/s on %s", n, dt, n / dt, device)
     return timing
+
+
+def _scoring_step_benchmark(settings: Settings, run_id: str) -> list[StageTiming]:
+    """The scoring step alone: the same materialised feature blocks through Serve and inline."""
+    from ray.data import ActorPoolStrategy
+
+    from rayapp.pipelines.features import build_features
+    from rayapp.pipelines.score import InlineScorer, LakeModelLoader, ServeScorer
+
+    model = LakeModelLoader(settings).load_model()
+    features = build_features(settings, run_id, model.categories, task_cpus=0.5)
+    try:
+        ds = features.dataset.materialize()
+    finally:
+        features.cleanup()
+    n = ds.count()
+    out = []
+    for stage, fn, kwargs, cpus in (
+        ("score_step_serve", ServeScorer, {}, 0.2),
+        ("score_step_inline", InlineScorer, {"settings": settings, "version": model.version}, 0.5),
+    ):
+        t, _ = timed(stage, n, lambda fn=fn, kwargs=kwargs, cpus=cpus: ds.map_batches(
+            fn, fn_constructor_kwargs=kwargs, batch_size=50_000, batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=1), num_cpus=cpus).count())  # fmt: skip
+        out.append(t)
+    return out

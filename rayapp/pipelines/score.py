@@ -95,6 +95,26 @@ class ServeScorer:
         return self.handle.score_features.remote(batch).result()
 
 
+class ServeEmbedder:
+    """Ray Data actor: embeds a text column through the Embedder deployment (batch path).
+
+    Use as ``ds.map_batches(ServeEmbedder, fn_constructor_kwargs={"column": "text"}, batch_format="pyarrow",
+    compute=ActorPoolStrategy(size=1), num_cpus=0.2)``; adds ``vector`` (list<float32>, 384 values).
+    """
+
+    def __init__(self, column: str = "text", app_name: str = APP_NAME) -> None:
+        from ray import serve
+
+        self.column = column
+        self.handle = serve.get_deployment_handle("Embedder", app_name=app_name)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = [t or "" for t in batch[self.column].to_pylist()]
+        vecs = self.handle.embed_many.remote(texts).result()
+        flat = pa.array(vecs.reshape(-1), pa.float32())
+        return batch.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1]) if len(texts) else pa.array([], pa.list_(pa.float32(), 384)))
+
+
 def _keep_ids(batch: pa.Table, ids: pa.Array | None) -> pa.Table:
     if ids is None:
         return batch

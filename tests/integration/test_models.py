@@ -131,6 +131,24 @@ def test_embed(served: str) -> None:
     assert v[0] == pytest.approx(v[2], abs=1e-5) and v[0] != pytest.approx(v[1], abs=1e-3)
 
 
+def test_batch_embedding_through_serve_equals_http(served: str) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from rayapp.pipelines.score import ServeEmbedder
+
+    texts = ["Online order at Golden Gadgets", "ATM withdrawal near Blue Market", ""]
+    ds = ray.data.from_items([{"text": t} for t in texts]).map_batches(
+        ServeEmbedder, batch_format="pyarrow", compute=ActorPoolStrategy(size=1), num_cpus=0.1
+    )
+    rows = {r["text"]: r["vector"] for r in ds.take_all()}
+    status, body = _post(f"{served}/embed", {"texts": texts[:2]})
+    assert status == 200
+    for text, vec in zip(texts[:2], body["vectors"]):
+        assert list(rows[text]) == pytest.approx(vec, abs=1e-5)
+    assert len(rows[""]) == 384
+
+
 def test_batch_scoring_is_idempotent(served: str, lake_with_model: Settings) -> None:
     target = uri(lake_with_model, PREDICTIONS)
     version = lake.open_table(lake_with_model, target).version()
