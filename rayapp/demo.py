@@ -8,7 +8,7 @@ from rayapp.errors import RayappError
 
 JobEntry = tuple[Callable[[list[str]], int], str]
 
-#: Stages the demo runs after `generate`, in order, when the job exists.
+#: Stages the demo runs after `generate` when there is no `pipeline` job.
 DEMO_STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions")
 
 
@@ -17,7 +17,10 @@ def run_demo(rows: int, seed: int, files: int, global_args: list[str], jobs: dic
     if rows < 1:
         raise RayappError("demo: --rows must be ≥ 1")
     steps: list[tuple[str, list[str]]] = [("generate", ["--rows", str(rows), "--seed", str(seed), "--files", str(files)])]
-    steps += [(name, []) for name in DEMO_STAGES if name in jobs]
+    if "pipeline" in jobs:
+        steps.append(("pipeline", []))
+    else:
+        steps += [(name, []) for name in DEMO_STAGES if name in jobs]
     for name, extra in steps:
         print(f"\n== {name} ==", flush=True)
         code = jobs[name][0](global_args + extra)

@@ -50,7 +50,8 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     lines = runs.stdout.strip().splitlines()
     assert lines[0].startswith("RUN ID")
     assert [line.split()[1] for line in lines[1:]] == [
-        "ingest", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "generate"
+        "ingest", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "pipeline",
+        "generate",
     ]  # fmt: skip
     assert all(" succeeded " in line for line in lines[1:])
 

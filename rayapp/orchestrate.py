@@ -1,0 +1,84 @@
+"""Running stages in order under one pipeline run: selection, resume, dry run.
+
+The ``pipeline`` job hands in the stage entrypoints (the library never imports ``jobs``);
+each stage runs with ``--parent-run-id`` so the ledger links its run to the pipeline's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rayapp.errors import RayappError
+from rayapp.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[list[str]], int]
+    argv: list[str] = field(default_factory=list)
+    skip_reason: str | None = None
+
+
+@dataclass
+class PipelineOutcome:
+    stages: list[dict[str, object]]
+    failed: str | None = None
+
+
+def select(stages: list[Stage], only: list[str], skip: list[str]) -> list[Stage]:
+    """Apply ``--only`` / ``--skip`` (names checked against the known stages)."""
+    names = [s.name for s in stages]
+    for n in [*only, *skip]:
+        if n not in names:
+            raise RayappError(f"unknown stage {n!r}; stages: {', '.join(names)}")
+    for s in stages:
+        if only and s.name not in only:
+            s.skip_reason = s.skip_reason or "not in --only"
+        if s.name in skip:
+            s.skip_reason = "--skip"
+    return stages
+
+
+def resume_point(ledger: Ledger, current_run_id: str) -> tuple[str | None, set[str]]:
+    """The last failed pipeline run before ``current_run_id`` and the stages it completed."""
+    earlier = [r for r in ledger.runs(job="pipeline") if r.run_id != current_run_id]
+    last = earlier[0] if earlier else None
+    if last is None or last.status == "succeeded":
+        return None, set()
+    done = {str(s["stage"]) for s in last.details.get("stages", []) if s.get("status") == "succeeded"}
+    if not last.details.get("stages"):  # the pipeline record died before its own end: ask the ledger
+        done = {r.job for r in ledger.runs() if r.parent_run_id == last.run_id and r.status == "succeeded"}
+    return last.run_id, done
+
+
+def describe(stages: list[Stage]) -> str:
+    lines = []
+    for i, s in enumerate(stages, 1):
+        what = f"skip ({s.skip_reason})" if s.skip_reason else "run " + " ".join([s.name, *s.argv])
+        lines.append(f"{i}. {s.name:<20} {what}")
+    return "\n".join(lines)
+
+
+def run_stages(stages: list[Stage], common_argv: list[str], pipeline_run_id: str) -> PipelineOutcome:
+    """Run the selected stages in order; stop at the first failure (later stages do not run)."""
+    out = PipelineOutcome(stages=[])
+    for s in stages:
+        if s.skip_reason:
+            out.stages.append({"stage": s.name, "status": "skipped", "reason": s.skip_reason})
+            continue
+        logger.info("pipeline %s: stage %s", pipeline_run_id, s.name)
+        print(f"\n== {s.name} ==", flush=True)
+        code = s.run([*common_argv, "--parent-run-id", pipeline_run_id, *s.argv])
+        out.stages.append({"stage": s.name, "status": "succeeded" if code == 0 else "failed", "exit_code": code})
+        if code != 0:
+            out.failed = s.name
+            break
+    if out.failed:
+        for s in stages[len(out.stages) :]:
+            out.stages.append({"stage": s.name, "status": "not run"})
+    return out
