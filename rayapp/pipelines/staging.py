@@ -56,6 +56,11 @@ def read_ipc_dir(settings: Settings, dir_uri: str, schema: pa.Schema | None = No
 
 
 def remove_dir(settings: Settings, dir_uri: str) -> None:
+    if not is_remote(dir_uri):
+        import shutil
+
+        shutil.rmtree(dir_uri, ignore_errors=True)
+        return
     try:
         fs, path = lake.fsspec_fs(settings, dir_uri)
         if fs.exists(path):

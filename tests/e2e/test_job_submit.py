@@ -1,0 +1,94 @@
+"""A real two-node local Ray cluster (`ray start --head` + a worker), the pipeline via `ray job submit`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, _free_port
+
+pytestmark = pytest.mark.e2e
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAYAPP_", "RAY_ADDRESS"))}
+    env.update(RAY_AUTH_MODE="token", RAYAPP_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(REPO))
+    return env
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> dict[str, str]:
+    env = _env(tmp_path)
+    gcs, dash = _free_port(), _free_port()
+    temp_dir = Path("/tmp") / f"rayapp-e2e-{os.getpid()}"  # short: Ray's socket paths have a length limit
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    head = subprocess.run(
+        [RAY, "start", "--head", f"--port={gcs}", "--num-cpus=1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--temp-dir={temp_dir}", "--include-dashboard=true", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert head.returncode == 0, head.stderr[-2000:]
+    try:
+        worker = subprocess.run(
+            [RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--disable-usage-stats"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        yield {"dashboard": f"http://127.0.0.1:{dash}", "data": env["RAYAPP_DATA_DIR"], "tmp": str(tmp_path)}
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> None:
+    env = _env(Path(cluster["tmp"]))
+
+    def ray_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    nodes = ray_cli("list", "nodes", "--address", cluster["dashboard"], "--format", "json")
+    assert nodes.returncode == 0, nodes.stderr[-2000:]
+    assert sum(1 for n in json.loads(nodes.stdout) if n["state"] == "ALIVE") == 2
+    entry = (
+        "python -m jobs.generate --rows 6000 --files 2 && "
+        "python -m jobs.pipeline --score-mode inline"
+    )
+    runtime_env = {"working_dir": str(REPO), "excludes": ["data/", ".venv/", ".git/", "*.egg-info/"],
+                   "env_vars": {"RAYAPP_DATA_DIR": cluster["data"], "RAYAPP_LOG_FORMAT": "json"}}  # fmt: skip
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", cluster["dashboard"], "--no-wait",
+         "--runtime-env-json", json.dumps(runtime_env), "--", "bash", "-c", entry],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stderr[-3000:]
+    found = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr)
+    assert found, submit.stdout[-2000:]
+    job_id = found.group(0)
+    deadline = time.time() + 900
+    status = ""
+    while time.time() < deadline:  # the Jobs API, through the CLI (which presents the auth token)
+        res = ray_cli("job", "status", "--address", cluster["dashboard"], job_id)
+        m = re.search(rf"{job_id}'?:? ?(succeeded|failed|stopped)\b", res.stdout + res.stderr, re.IGNORECASE)
+        if m:
+            status = m.group(1).upper()
+            break
+        time.sleep(3)
+    logs = ray_cli("job", "logs", "--address", cluster["dashboard"], job_id).stdout
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "pipeline: succeeded" in logs and '"run_id": "pipeline-' in logs  # structured logs carry the run id
+
+    from deltalake import DeltaTable
+
+    lake = Path(cluster["data"]) / "lake"
+    assert DeltaTable(str(lake / "bronze" / "transactions")).count() == 6000
+    silver = DeltaTable(str(lake / "silver" / "transactions")).count()
+    assert silver > 0 and DeltaTable(str(lake / "silver" / "predictions")).count() == silver
+    assert (Path(cluster["data"]) / "models" / "fraud" / "latest").is_file()
