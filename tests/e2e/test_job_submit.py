@@ -22,6 +22,8 @@ RAY = str(Path(sys.executable).with_name("ray"))
 def _env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAYAPP_", "RAY_ADDRESS"))}
     env.update(RAY_AUTH_MODE="token", RAYAPP_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(REPO))
+    # The nodes (and the job's `python`) come from this interpreter's environment, activated or not.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
