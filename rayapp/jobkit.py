@@ -151,6 +151,9 @@ def run_job(
     record.versions_written = result.versions_written
     record.details = result.details
     _finish(ledger, record, result.status)
+    from rayapp.metrics import record_run
+
+    record_run(job, result.status, record.duration_s or 0.0, result.counts)
     if result.summary:
         print(result.summary)
     print(f"{job}: {result.status} (run {run_id})")

@@ -30,12 +30,12 @@ def _env(tmp: Path) -> dict[str, str]:
 @pytest.fixture
 def cluster(tmp_path: Path) -> dict[str, str]:
     env = _env(tmp_path)
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, metrics = _free_port(), _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"rayapp-e2e-{os.getpid()}"  # short: Ray's socket paths have a length limit
     subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     head = subprocess.run(
         [RAY, "start", "--head", f"--port={gcs}", "--num-cpus=1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         f"--temp-dir={temp_dir}", "--include-dashboard=true", "--disable-usage-stats"],
+         f"--temp-dir={temp_dir}", "--include-dashboard=true", "--disable-usage-stats", f"--metrics-export-port={metrics}"],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert head.returncode == 0, head.stderr[-2000:]
@@ -45,7 +45,8 @@ def cluster(tmp_path: Path) -> dict[str, str]:
             env=env, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert worker.returncode == 0, worker.stderr[-2000:]
-        yield {"dashboard": f"http://127.0.0.1:{dash}", "data": env["RAYAPP_DATA_DIR"], "tmp": str(tmp_path)}
+        yield {"dashboard": f"http://127.0.0.1:{dash}", "data": env["RAYAPP_DATA_DIR"], "tmp": str(tmp_path),
+               "metrics": f"http://127.0.0.1:{metrics}/metrics"}  # fmt: skip
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
@@ -94,3 +95,13 @@ def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> No
     silver = DeltaTable(str(lake / "silver" / "transactions")).count()
     assert silver > 0 and DeltaTable(str(lake / "silver" / "predictions")).count() == silver
     assert (Path(cluster["data"]) / "models" / "fraud" / "latest").is_file()
+
+    # Custom metrics reach the head's Prometheus endpoint.
+    import urllib.request
+
+    text, deadline = "", time.time() + 60
+    while time.time() < deadline and 'kind="rows_written"' not in text:
+        time.sleep(3)
+        with urllib.request.urlopen(cluster["metrics"], timeout=10) as resp:
+            text = resp.read().decode()
+    assert "rayapp_rows_total" in text and 'stage="ingest"' in text and 'kind="rows_written"' in text
