@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from rayapp.jobkit import JobContext, JobResult, job_parser, run_job
+from rayapp.jobkit import JobContext, JobResult, job_parser, run_job, settings_argv
 
 #: Stage order; a stage whose job module does not exist (yet) is left out.
 STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions", "publish")
@@ -24,23 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common(args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    if args.config:
-        out += ["--config", args.config]
-    for item in args.overrides:
-        out += ["--set", item]
-    if args.data_dir:
-        out += ["--data-dir", args.data_dir]
-    if args.lake_uri:
-        out += ["--lake-uri", args.lake_uri]
-    return out
-
-
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.errors import RayappError
     from rayapp.orchestrate import Stage, describe, resume_point, run_stages, select
-    from rayapp.pipelines.score import model_root
+    from rayapp.pipelines.train import model_root
 
     stages: list[Stage] = []
     for name in STAGES:
@@ -67,7 +54,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     plan = describe(stages)
     if args.dry_run:
         return JobResult(details={"plan": plan, "dry_run": True}, summary=f"pipeline plan:\n{plan}")
-    outcome = run_stages(stages, _common(args), ctx.run_id)
+    outcome = run_stages(stages, settings_argv(args), ctx.run_id)
     if outcome.failed:
         raise RayappError(f"stage {outcome.failed} failed; later stages did not run (fix it, then `rayapp run pipeline --resume`)")
     ran = [s["stage"] for s in outcome.stages if s["status"] == "succeeded"]

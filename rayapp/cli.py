@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Callable, NoReturn
 
 from rayapp.errors import ConfigError, RayappError
+from rayapp.jobkit import settings_argv
 
 JobEntry = tuple[Callable[[list[str]], int], str]
 
@@ -47,17 +48,6 @@ def discover_jobs() -> dict[str, JobEntry]:
     return found
 
 
-def _global_args(args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    if args.config:
-        out += ["--config", args.config]
-    for item in args.overrides:
-        out += ["--set", item]
-    if args.data_dir:
-        out += ["--data-dir", args.data_dir]
-    return out
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
     jobs = discover_jobs()
     width = max((len(n) for n in jobs), default=4)
@@ -72,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: unknown job {args.job!r}; known jobs: {', '.join(jobs)}\n")
         return 2
     entry, _ = jobs[args.job]
-    return entry(_global_args(args) + list(args.job_args))
+    return entry(settings_argv(args) + list(args.job_args))
 
 
 def _fmt_ts(ts: datetime | None) -> str:
@@ -80,15 +70,11 @@ def _fmt_ts(ts: datetime | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rayapp.jobkit import parse_overrides
-    from rayapp.ledger import Ledger
-    from rayapp.settings import load_settings
-
-    overrides = parse_overrides(args.overrides)
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    settings = load_settings(args.config, overrides)
     from rayapp import lake
+    from rayapp.jobkit import settings_from_args
+    from rayapp.ledger import Ledger
+
+    settings = settings_from_args(args)
 
     lake.check_reachable(settings)
     ledger = Ledger(settings)
@@ -120,23 +106,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rayapp.demo import run_demo
 
-    return run_demo(args.rows, args.seed, args.files, _global_args(args), discover_jobs())
+    return run_demo(args.rows, args.seed, args.files, settings_argv(args), discover_jobs())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Deploy the Serve application (models + HTTP) and keep it up until Ctrl-C."""
     import time
 
-    from rayapp.jobkit import parse_overrides
+    from rayapp.jobkit import settings_from_args
     from rayapp.runtime import ensure_ray
-    from rayapp.settings import load_settings
 
-    overrides: dict[str, object] = parse_overrides(args.overrides)
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    if args.port:
-        overrides["serve_port"] = args.port
-    settings = load_settings(args.config, overrides)
+    settings = settings_from_args(args, {"serve_port": args.port})
     try:
         app = importlib.import_module("serve.app")
     except ModuleNotFoundError:

@@ -36,7 +36,7 @@ def _print_guide(global_args: list[str]) -> None:
     from rayapp.ledger import Ledger
     from rayapp.pipelines.silver import GOLD_ACCOUNT, GOLD_MERCHANT, QUARANTINE, SILVER, uri
 
-    settings = settings_from_args(job_parser("demo", "demo").parse_args(global_args))
+    settings = settings_from_args(job_parser("demo", "demo").parse_args(global_args))  # same options the jobs got
     bronze = settings.table_uri("bronze", "transactions")
     silver, quarantine = uri(settings, SILVER), uri(settings, QUARANTINE)
     run = Ledger(settings).last_run("bronze_to_silver")

@@ -77,14 +77,28 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def settings_argv(args: argparse.Namespace) -> list[str]:
+    """The settings options of ``args`` as arguments to hand on to another job."""
+    out: list[str] = []
+    if getattr(args, "config", None):
+        out += ["--config", args.config]
+    for item in args.overrides:
+        out += ["--set", item]
+    if getattr(args, "data_dir", None):
+        out += ["--data-dir", args.data_dir]
+    if getattr(args, "lake_uri", None):
+        out += ["--lake-uri", args.lake_uri]
+    return out
+
+
 def settings_from_args(args: argparse.Namespace, extra: Mapping[str, Any] | None = None) -> Settings:
     overrides: dict[str, Any] = parse_overrides(args.overrides)
-    if args.data_dir:
+    if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    if args.lake_uri:
+    if getattr(args, "lake_uri", None):
         overrides["lake_uri"] = args.lake_uri
     overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
-    return load_settings(args.config, overrides)
+    return load_settings(getattr(args, "config", None), overrides)
 
 
 def fail(message: str, code: int = 1) -> int:

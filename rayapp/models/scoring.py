@@ -83,12 +83,3 @@ class OnlineScorer:
         frame = pl.concat([related, rows], how="vertical_relaxed")
         out = fx.all_features(frame, self.model.categories)
         return out.filter(pl.col("transaction_id").is_in(ids.implode()))
-
-    def score_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        rows = records_to_rows(records)
-        if rows["transaction_id"].n_unique() != rows.height:
-            raise InvalidTransactions([{"index": None, "reasons": ["duplicate transaction_id in one request"]}])
-        feats = self.features(rows)
-        scored = self.model.predict(feats)
-        by_id = {r["transaction_id"]: r for r in scored.to_dicts()}
-        return [by_id[t] for t in rows["transaction_id"].to_list()]

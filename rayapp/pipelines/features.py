@@ -29,7 +29,11 @@ from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_PASSES = (("account", "device_id", fx.account_features), ("device", "merchant_id", fx.device_features))
+#: (staging dir read, feature pass, key of the next split, staging dir written)
+_PASSES = (
+    ("account", fx.account_features, "device_id", "device"),
+    ("device", fx.device_features, "merchant_id", "merchant"),
+)
 
 
 def _split_silver(batch: pa.Table, *, settings: Settings, staging: str, partitions: int) -> pa.Table:
@@ -46,17 +50,16 @@ def _split_silver(batch: pa.Table, *, settings: Settings, staging: str, partitio
 
 
 def _pass(batch: pa.Table, *, settings: Settings, staging: str, partitions: int, stage: int) -> pa.Table:
-    name, next_key, fn = _PASSES[stage]
-    next_dir = f"{staging}/{_PASSES[stage + 1][0] if stage + 1 < len(_PASSES) else 'merchant'}"
+    import polars as pl
+
+    source, fn, next_key, target = _PASSES[stage]
     n = 0
     for pid in batch["pid"].to_pylist():
-        t = _read_partition(settings, f"{staging}/{name}", pid)
+        t = _read_partition(settings, f"{staging}/{source}", pid)
         if t is None:
             continue
-        import polars as pl
-
         out = fn(pl.from_arrow(t)).to_arrow()  # type: ignore[arg-type]
-        split_write(settings, out, next_key, partitions, next_dir, f"{uuid.uuid4().hex}.arrow")
+        split_write(settings, out, next_key, partitions, f"{staging}/{target}", f"{uuid.uuid4().hex}.arrow")
         n += out.num_rows
     return pa.table({"rows": [n]})
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterator
 
 import polars as pl
@@ -24,6 +23,7 @@ from rayapp.models import features as fx
 from rayapp.models.fraud import FraudModel, ModelNotFoundError
 from rayapp.pipelines.features import build_features
 from rayapp.pipelines.silver import SILVER, last_watermark, uri
+from rayapp.pipelines.train import model_root
 from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,10 +42,6 @@ PREDICTIONS_SCHEMA = pa.schema(
         pa.field("_run_id", pa.string()),
     ]
 )
-
-
-def model_root(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "models" / "fraud"
 
 
 class LakeModelLoader:

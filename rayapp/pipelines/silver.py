@@ -163,7 +163,8 @@ def bronze_to_silver(
 
     bronze_dt = lake.open_table(settings, bronze_uri, target)
     actions = pa.table(bronze_dt.get_add_actions(flatten=True))
-    n_rows = int(pc.sum(actions["num_records"]).as_py() or 0) if new_files else 0
+    new_names = {f.rsplit("/", 1)[-1] for f in new_files}  # data file names are unique within a table
+    n_rows = sum(n for p, n in zip(actions["path"].to_pylist(), actions["num_records"].to_pylist()) if p.rsplit("/", 1)[-1] in new_names)
     parts = partitions or max(2, min(64, math.ceil(n_rows / 500_000)))
     now = utcnow()
     staging = settings.table_uri("_staging", run_id)
