@@ -1,4 +1,5 @@
-"""The run ledger: Delta tables under ``<lake>/_ledger`` recording runs and ingested files.
+"""The run ledger: Delta tables under ``<lake>/_ledger`` recording runs, ingested files and
+dead letters (batches a store refused, kept as Parquet files until replayed).
 
 ``runs`` gets a ``running`` record when a job starts and its final record when it ends
 (the newest record per run id wins), so a run killed mid-way still shows up.
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayapp import lake
-from rayapp.schema import FILES_SCHEMA, RUNS_SCHEMA
+from rayapp.schema import DLQ_SCHEMA, FILES_SCHEMA, RUNS_SCHEMA
 from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,11 @@ class Ledger:
         self.settings = settings
         self.runs_uri = settings.table_uri("_ledger", "runs")
         self.files_uri = settings.table_uri("_ledger", "files")
+        self.dlq_uri = settings.table_uri("_ledger", "dlq")
+
+    def dlq_file_uri(self, run_id: str, store: str, name: str) -> str:
+        """Where a dead-letter batch's Parquet file lives."""
+        return self.settings.table_uri("_ledger", "dlq_files", run_id, store, name)
 
     # -- runs --
     def record_run(self, record: RunRecord) -> None:
@@ -166,3 +172,40 @@ class Ledger:
         now = utcnow()
         rows = [{**f.__dict__, "recorded_at": now} for f in files]
         lake.append_table(self.settings, self.files_uri, pa.Table.from_pylist(rows, schema=FILES_SCHEMA))
+
+    # -- dead letters --
+    def record_dead_letters(self, letters: list[DeadLetter]) -> None:
+        if not letters:
+            return
+        now = utcnow()
+        rows = [{**d.__dict__, "recorded_at": now} for d in letters]
+        lake.append_table(self.settings, self.dlq_uri, pa.Table.from_pylist(rows, schema=DLQ_SCHEMA))
+
+    def dead_letters(self, store: str | None = None, status: str | None = "pending") -> list[DeadLetter]:
+        """The latest record of each dead letter (oldest first), optionally by store and status."""
+        table = lake.read_table(self.settings, self.dlq_uri)
+        if table.num_rows == 0:
+            return []
+        latest: dict[str, dict[str, Any]] = {}
+        for row in table.sort_by([("recorded_at", "ascending")]).to_pylist():
+            latest[row["dlq_id"]] = row
+        out = [DeadLetter(**{k: v for k, v in r.items() if k != "recorded_at"}) for r in latest.values()]
+        out = [d for d in out if (store is None or d.store == store) and (status is None or d.status == status)]
+        return sorted(out, key=lambda d: d.created_at)
+
+
+@dataclass
+class DeadLetter:
+    """A batch one store could not take: its rows are in the Parquet file at ``path``."""
+
+    dlq_id: str
+    store: str
+    dataset: str
+    run_id: str
+    error: str | None
+    attempts: int
+    rows: int
+    path: str
+    status: str = "pending"
+    resolved_run_id: str | None = None
+    created_at: datetime = field(default_factory=utcnow)

@@ -42,3 +42,30 @@ def record_run(job: str, status: str, seconds: float, counts: dict[str, int]) ->
         _get("rayapp_run_seconds", "histogram", "Job run duration", ("stage",)).observe(seconds, tags={"stage": job})
     except Exception as exc:  # noqa: BLE001 - metrics never fail a run
         logger.warning("could not record metrics: %s", exc)
+
+
+def _safe(fn: Any) -> None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            fn()
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a write
+        logger.warning("could not record metrics: %s", exc)
+
+
+def record_sink_write(store: str, dataset: str, seconds: float, ok: bool) -> None:
+    """Latency of one batch write (retries included) and failed batches, per store and table."""
+
+    def _do() -> None:
+        tags = {"store": store, "dataset": dataset}
+        _get("rayapp_sink_write_seconds", "histogram", "Batch write latency per store", ("store", "dataset")).observe(seconds, tags=tags)
+        if not ok:
+            _get("rayapp_sink_failures_total", "counter", "Batches a store refused after retries", ("store", "dataset")).inc(1, tags=tags)
+
+    _safe(_do)
+
+
+def set_dlq_size(store: str, rows: int) -> None:
+    """Rows waiting in the dead-letter queue per store."""
+    _safe(lambda: _get("rayapp_dlq_rows", "gauge", "Rows in the dead-letter queue", ("store",)).set(rows, tags={"store": store}))

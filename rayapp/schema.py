@@ -71,3 +71,21 @@ FILES_SCHEMA = pa.schema(
         pa.field("recorded_at", UTC_US, nullable=False),
     ]
 )
+
+#: Dead letters: batches a store refused after retries. The newest record per ``dlq_id`` wins.
+DLQ_SCHEMA = pa.schema(
+    [
+        pa.field("dlq_id", pa.string(), nullable=False),
+        pa.field("store", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),  # the store table / collection the batch was for
+        pa.field("run_id", pa.string(), nullable=False),  # the publish run that gave up on it
+        pa.field("error", pa.string()),
+        pa.field("attempts", pa.int64()),
+        pa.field("rows", pa.int64()),
+        pa.field("path", pa.string(), nullable=False),  # Parquet file holding the batch
+        pa.field("status", pa.string(), nullable=False),  # pending | replayed
+        pa.field("resolved_run_id", pa.string()),
+        pa.field("created_at", UTC_US, nullable=False),
+        pa.field("recorded_at", UTC_US, nullable=False),
+    ]
+)

@@ -13,13 +13,16 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from rayapp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rayapp.sinks.base import RetryPolicy, SinkOptions
 
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rayapp_toml_file", default=None)
 
@@ -59,6 +62,21 @@ class Settings(BaseSettings):
     clickhouse_url: SecretStr | None = Field(default=None, description="chdb:///path or http(s)://host:8123.")
     graph_url: SecretStr | None = Field(default=None, description="ladybug:///path or neo4j:// / bolt://.")
     vector_url: SecretStr | None = Field(default=None, description="lancedb:///path or pinecone://<index>.")
+    pinecone_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAYAPP_PINECONE_API_KEY", "PINECONE_API_KEY", "pinecone_api_key"),
+        description="API key for pinecone:// vector URLs.",
+    )
+    pinecone_host: str | None = Field(default=None, description="Index data-plane host (default: asked from the control plane).")
+
+    writer_pool_size: int = Field(default=2, ge=1, le=64, description="Writer actors per server-backed store (embedded: 1).")
+    writer_batch_rows: int = Field(default=50_000, ge=1, description="Rows per batch handed to a writer actor.")
+    writer_max_in_flight: int = Field(default=2, ge=1, description="Batches queued per writer actor (backpressure).")
+    writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")
+    writer_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles, with jitter).")
+    writer_backoff_max_s: float = Field(default=20.0, ge=0, description="Longest retry delay.")
+    writer_cpus: float = Field(default=0.1, gt=0, description="CPUs reserved per writer actor.")
+    vector_min_score: float = Field(default=0.5, ge=0, le=1, description="Transactions with fraud_score >= this get vectors.")
 
     ray_address: str | None = Field(
         default=None,
@@ -196,6 +214,17 @@ class Settings(BaseSettings):
             "vector": f"lancedb://{self.data_dir / 'vectors'}",
         }
         return defaults[name]
+
+    def sink_options(self) -> "SinkOptions":
+        from rayapp.sinks.base import SinkOptions
+
+        key = self.pinecone_api_key.get_secret_value() if self.pinecone_api_key is not None else None
+        return SinkOptions(batch_rows=self.writer_batch_rows, pinecone_api_key=key, pinecone_host=self.pinecone_host)
+
+    def retry_policy(self) -> "RetryPolicy":
+        from rayapp.sinks.base import RetryPolicy
+
+        return RetryPolicy(attempts=self.writer_retries, base_s=self.writer_backoff_s, cap_s=self.writer_backoff_max_s)
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe view with every secret and DSN password masked (for logs and run records)."""

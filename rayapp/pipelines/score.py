@@ -22,7 +22,7 @@ from rayapp.ledger import Ledger, utcnow
 from rayapp.models import features as fx
 from rayapp.models.fraud import FraudModel, ModelNotFoundError
 from rayapp.pipelines.features import build_features
-from rayapp.pipelines.silver import SILVER, last_watermark, uri
+from rayapp.pipelines.silver import CDF, SILVER, changed_keys, last_watermark, uri
 from rayapp.pipelines.train import model_root
 from rayapp.settings import Settings
 
@@ -117,19 +117,6 @@ def _keep_ids(batch: pa.Table, ids: pa.Array | None) -> pa.Table:
     return batch.filter(pc.is_in(batch["transaction_id"], ids))
 
 
-def _changed_ids(settings: Settings, since: int | None, until: int) -> pa.Array | None:
-    """Transaction ids inserted or updated in silver after version ``since`` (None: all rows)."""
-    if since is None:
-        return None
-    if since >= until:
-        return pa.array([], pa.string())
-    dt = lake.open_table(settings, uri(settings, SILVER), until)
-    cdf = pa.table(dt.load_cdf(starting_version=since + 1, ending_version=until, columns=["transaction_id"]))
-    kinds = cdf["_change_type"]
-    keep = pc.is_in(kinds, pa.array(["insert", "update_postimage"]))
-    return pc.unique(cdf["transaction_id"].filter(keep))
-
-
 @dataclass
 class ScoreResult:
     model_version: str
@@ -171,7 +158,7 @@ def score_transactions(
         raise RayappError(str(exc)) from None
     silver_version = lake.open_table(settings, uri(settings, SILVER)).version()
     since = None if full else last_watermark(ledger, "score_transactions", SILVER)
-    ids = _changed_ids(settings, since, silver_version)
+    ids = changed_keys(settings, SILVER, since, silver_version)
     result = ScoreResult(model.version, silver_version)
     if ids is not None and len(ids) == 0:
         result.counts = {"rows_scored": 0, "inserted": 0, "updated": 0, "unchanged": 0}
@@ -229,7 +216,7 @@ def _merge_predictions(settings: Settings, batches: Iterator[pa.RecordBatch], ru
     from deltalake import CommitProperties
 
     target = uri(settings, PREDICTIONS)
-    dt = lake.ensure_table(settings, target, PREDICTIONS_SCHEMA)
+    dt = lake.ensure_table(settings, target, PREDICTIONS_SCHEMA, configuration=CDF)  # publish reads its change feed
     source = pa.RecordBatchReader.from_batches(PREDICTIONS_SCHEMA, batches)
     metrics = (
         dt.merge(

@@ -116,6 +116,21 @@ def _bronze_files(settings: Settings, version: int | None) -> set[str]:
     return set(lake.open_table(settings, uri(settings, BRONZE), version).file_uris())
 
 
+def changed_keys(settings: Settings, table: str, since: int | None, until: int, column: str = "transaction_id") -> pa.Array | None:
+    """Keys inserted or updated in ``table`` after version ``since`` up to ``until``, from its change
+    data feed. None means "every row": no ``since``, or a table written without the feed."""
+    if since is None:
+        return None
+    if since >= until:
+        return pa.array([], pa.string())
+    dt = lake.open_table(settings, uri(settings, table), until)
+    if dt.metadata().configuration.get("delta.enableChangeDataFeed") != "true":
+        return None
+    cdf = pa.table(dt.load_cdf(starting_version=since + 1, ending_version=until, columns=[column]))
+    keep = pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage"]))
+    return pc.unique(cdf[column].filter(keep))
+
+
 def last_watermark(ledger: Ledger, job: str, table: str) -> int | None:
     run = ledger.last_run(job)
     if run is None:

@@ -1,0 +1,119 @@
+"""ClickHouse sink through clickhouse-connect: ``chdb:///path`` (embedded chDB engine, one
+process at a time) or ``http(s)://user:pass@host:8123/db`` (a server) — the same client code.
+
+Tables are ``ReplacingMergeTree(_version)`` ordered by their key: an insert is an upsert once
+parts merge, and reads use ``FINAL`` to see exactly one (the newest) row per key now.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+
+from rayapp.sinks.base import KEYS, Dataset, SinkError, StoreSink, conform, dataset_schema, url_path
+
+logger = logging.getLogger(__name__)
+
+_TYPES = {
+    "string": "Nullable(String)",
+    "bool": "Nullable(Bool)",
+    "int64": "Nullable(Int64)",
+    "double": "Nullable(Float64)",
+    "date32[day]": "Date",
+    "timestamp[us, tz=UTC]": "Nullable(DateTime64(6, 'UTC'))",
+    "decimal128(18, 2)": "Nullable(Decimal(18, 2))",
+}
+
+
+def ddl(dataset: Dataset) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for a dataset: keys and ``_version`` are not nullable."""
+    keys = KEYS[dataset]
+    cols = []
+    for f in dataset_schema(dataset):
+        t = _TYPES[str(f.type)]
+        if f.name in keys:
+            t = t.removeprefix("Nullable(").removesuffix(")") if t.startswith("Nullable(") else t
+        if f.name == "_version":
+            t = "UInt64" if pa.types.is_integer(f.type) else "DateTime64(6, 'UTC')"
+        cols.append(f"`{f.name}` {t}")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {dataset.value} ({', '.join(cols)}) "
+        f"ENGINE = ReplacingMergeTree(_version) ORDER BY ({', '.join(keys)})"
+    )
+
+
+def client_for(url: str) -> Any:
+    """A clickhouse-connect client for a ``chdb://`` or ``http(s)://`` URL."""
+    import clickhouse_connect
+
+    parts = urlsplit(url)
+    if parts.scheme == "chdb":
+        return clickhouse_connect.get_client(dsn=f"chdb://{url_path(url)}")
+    if parts.scheme == "clickhouse":
+        url = urlunsplit(("http", *parts[1:]))
+    return clickhouse_connect.get_client(dsn=url)
+
+
+class ClickHouseSink(StoreSink):
+    """Arrow inserts in large blocks into ReplacingMergeTree tables."""
+
+    store: ClassVar[str] = "clickhouse"
+    datasets: ClassVar[tuple[Dataset, ...]] = (
+        Dataset.TRANSACTIONS,
+        Dataset.PREDICTIONS,
+        Dataset.DAILY_ACCOUNT_ACTIVITY,
+        Dataset.MERCHANT_DAILY_STATS,
+    )
+
+    _client: Any = None
+
+    @property
+    def single_writer(self) -> bool:  # type: ignore[override]
+        return urlsplit(self.url).scheme == "chdb"
+
+    def on_write_start(self) -> None:
+        if self._client is None:
+            self._client = client_for(self.url)
+        for d in self.datasets:
+            self._client.command(ddl(d))
+
+    def write(self, dataset: Dataset, block: pa.Table) -> int:
+        if dataset not in self.datasets:
+            raise SinkError(f"clickhouse does not take {dataset.value}")
+        if self._client is None:
+            self.on_write_start()
+        block = conform(dataset, block)
+        if pa.types.is_integer(block.schema.field("_version").type):
+            block = block.set_column(block.schema.get_field_index("_version"), "_version", block["_version"].cast(pa.uint64()))
+        for start in range(0, block.num_rows, self.options.batch_rows * 4):
+            self._client.insert_arrow(dataset.value, block.slice(start, self.options.batch_rows * 4))
+        return block.num_rows
+
+    def read(self, dataset: Dataset, columns: list[str] | None = None, where: str | None = None) -> Iterator[pa.Table]:
+        """The current rows of a table (``FINAL``), streamed as Arrow tables."""
+        if self._client is None:
+            self.on_write_start()
+        cols = ", ".join(f"`{c}`" for c in columns) if columns else "*"
+        query = f"SELECT {cols} FROM {dataset.value} FINAL" + (f" WHERE {where}" if where else "")
+        with self._client.query_arrow_stream(query) as stream:
+            for batch in stream:
+                yield batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+
+    def counts(self) -> dict[str, int]:
+        if self._client is None:
+            self.on_write_start()
+        return {d.value: int(self._client.command(f"SELECT count() FROM {d.value} FINAL")) for d in self.datasets}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def example_query(self) -> str:
+        q = "SELECT merchant_id, sum(txn_count) AS txns, round(sum(fraud_count) / sum(txn_count), 4) AS fraud_rate FROM merchant_daily_stats FINAL GROUP BY merchant_id ORDER BY fraud_rate DESC LIMIT 5"
+        if urlsplit(self.url).scheme == "chdb":
+            return f"python -c \"import clickhouse_connect as c; print(c.get_client(dsn='chdb://{url_path(self.url)}').query_df('{q}'))\""
+        return f"clickhouse-client --query \"{q}\""
