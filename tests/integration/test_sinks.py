@@ -1,0 +1,303 @@
+"""Each sink against its real engine (no Ray): setup is idempotent, upserts never go backwards,
+deletes and limits behave, and the Neo4j backend's Cypher runs on Ladybug through a recording driver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pytest
+
+from rayapp.settings import load_settings
+from rayapp.sinks import make_sink
+from rayapp.sinks.base import Dataset, SinkOptions, dataset_schema
+from tests.conftest import _free_port
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def txn_block(ids: list[str], *, amount: str = "10.50", status: str = "settled", version: datetime = T0, score: float | None = 0.25) -> pa.Table:
+    rows = []
+    for tid in ids:
+        i = int(tid[2:])  # attributes follow the id, whatever block carries it
+        rows.append(
+            {"transaction_id": tid, "account_id": f"ACC{i % 2}", "merchant_id": f"M{i % 3}", "merchant_name": f"Shop {i % 3}",
+             "merchant_category": "grocery", "amount": Decimal(amount), "currency": "USD", "country": "US", "channel": "pos",
+             "device_id": f"DEV{i % 2}" if i != 4 else None, "ip_address": "10.0.0.1", "status": status, "description": f"Card purchase {tid}",
+             "is_fraud": False, "event_time": T0 + timedelta(minutes=i), "updated_at": version, "_updated_at": version,
+             "model_version": "m1" if score is not None else None, "fraud_score": score, "is_fraud_pred": False if score is not None else None,
+             "scored_at": version if score is not None else None, "_version": version}  # fmt: skip
+        )
+    return pa.Table.from_pylist(rows, schema=dataset_schema(Dataset.TRANSACTIONS))
+
+
+IDS = [f"TX{i:03d}" for i in range(6)]
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def test_postgres_migrations_idempotent_and_upserts_only_newer(tmp_path: Path) -> None:
+    import psycopg
+
+    from rayapp.sinks.postgres import MIGRATIONS_TABLE, migrations, sqlalchemy_url
+
+    sink = make_sink("postgres", f"pgserver://{tmp_path / 'pg'}")
+    try:
+        sink.on_write_start()
+        sink.on_write_start()  # a second start applies nothing twice
+        assert sink.write(Dataset.TRANSACTIONS, txn_block(IDS)) == 6
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:3], amount="99.00", status="reversed", version=T0 - timedelta(hours=1)))  # older
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1)))  # newer
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1)))  # replay
+        assert sink.counts()["transactions"] == 6
+        dsn = sqlalchemy_url(sink.url).replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT transaction_id, amount, status, device_id, description FROM transactions ORDER BY 1").fetchall()
+            applied = conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}").fetchall()
+        assert [(r[1], r[2]) for r in rows] == [(Decimal("10.50"), "settled")] * 3 + [(Decimal("77.25"), "chargeback")] * 3
+        assert rows[4][3] is None and rows[0][4] == "Card purchase TX000"  # NULL stays NULL, text stays text
+        assert [a[0] for a in applied] == [m[0] for m in migrations()]
+    finally:
+        sink.close()
+
+
+def test_postgres_keeps_empty_strings_and_quotes(tmp_path: Path) -> None:
+    import psycopg
+
+    from rayapp.sinks.postgres import sqlalchemy_url
+
+    sink = make_sink("postgres", f"pgserver://{tmp_path / 'pg'}")
+    try:
+        block = txn_block(IDS[:2])
+        block = block.set_column(block.schema.get_field_index("description"), "description", pa.array(['', 'say "hi", ok\nnext line']))
+        sink.write(Dataset.TRANSACTIONS, block)
+        with psycopg.connect(sqlalchemy_url(sink.url).replace("postgresql+psycopg", "postgresql")) as conn:
+            got = [r[0] for r in conn.execute("SELECT description FROM transactions ORDER BY transaction_id")]
+        assert got == ["", 'say "hi", ok\nnext line']
+    finally:
+        sink.close()
+
+
+# ---- ClickHouse (chDB) ----------------------------------------------------------------------------
+
+
+def test_clickhouse_replacing_merge_tree_keeps_newest(tmp_path: Path) -> None:
+    from rayapp.sinks.clickhouse import ClickHouseSink
+
+    sink = make_sink("clickhouse", f"chdb://{tmp_path / 'ch'}")
+    assert isinstance(sink, ClickHouseSink) and sink.single_writer
+    try:
+        sink.on_write_start()
+        sink.on_write_start()
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS))
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:3], amount="99.00", version=T0 - timedelta(hours=1)))
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", version=T0 + timedelta(hours=1)))
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", version=T0 + timedelta(hours=1)))
+        got = pa.concat_tables(list(sink.read(Dataset.TRANSACTIONS, ["transaction_id", "amount"]))).sort_by("transaction_id")
+        assert got["amount"].to_pylist() == [Decimal("10.50")] * 3 + [Decimal("77.25")] * 3
+        assert sink.counts()["transactions"] == 6
+        gold = pa.table({"account_id": ["A", "A"], "activity_date": [T0.date(), T0.date() + timedelta(days=1)], "txn_count": [1, 2],
+                         "total_amount": pa.array([Decimal("1.00"), Decimal("2.00")], pa.decimal128(18, 2)), "distinct_merchants": [1, 1],
+                         "first_event_time": [T0, T0], "last_event_time": [T0, T0], "fraud_count": [0, 1], "_version": [3, 3]})  # fmt: skip
+        sink.write(Dataset.DAILY_ACCOUNT_ACTIVITY, gold)
+        sink.write(Dataset.DAILY_ACCOUNT_ACTIVITY, gold.set_column(2, "txn_count", pa.array([5, 6])).set_column(8, "_version", pa.array([4, 4])))
+        assert sink.counts()["daily_account_activity"] == 2
+        rows = pa.concat_tables(list(sink.read(Dataset.DAILY_ACCOUNT_ACTIVITY, ["txn_count"])))
+        assert sorted(rows["txn_count"].to_pylist()) == [5, 6]
+    finally:
+        sink.close()
+
+
+# ---- graph: Ladybug, and the Neo4j backend through a recording driver ------------------------------
+
+
+def _ladybug_state(conn: Any) -> dict[str, Any]:
+    def rows(q: str) -> list[list[Any]]:
+        r = conn.execute(q)
+        out = []
+        while r.has_next():
+            out.append(r.get_next())
+        return out
+
+    return {
+        "paid": rows("MATCH (a:Account)-[p:PAID]->(m:Merchant) RETURN p.transaction_id, a.id, m.id, p.amount, p.status, p.fraud_score ORDER BY p.transaction_id"),
+        "used": rows("MATCH (a:Account)-[u:USED]->(d:Device) RETURN a.id, d.id, u.first_seen, u.last_seen ORDER BY a.id, d.id"),
+        "merchants": rows("MATCH (m:Merchant) RETURN m.id, m.name ORDER BY m.id"),
+    }
+
+
+def _write_sequence(sink: Any) -> None:
+    sink.write(Dataset.TRANSACTIONS, txn_block(IDS))
+    sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:3], amount="99.00", status="reversed", version=T0 - timedelta(hours=1)))
+    sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1), score=0.9))
+    sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1), score=0.9))
+
+
+EXPECTED_PAID = [
+    [tid, f"ACC{i % 2}", f"M{i % 3}", 10.5 if i < 3 else 77.25, "settled" if i < 3 else "chargeback", 0.25 if i < 3 else 0.9]
+    for i, tid in enumerate(IDS)
+]
+# ACC0 used DEV0 at minutes 0 and 2 (TX004 has no device); ACC1 used DEV1 at minutes 1, 3, 5.
+EXPECTED_USED = [["ACC0", "DEV0", T0.replace(tzinfo=None), (T0 + timedelta(minutes=2)).replace(tzinfo=None)],
+                 ["ACC1", "DEV1", (T0 + timedelta(minutes=1)).replace(tzinfo=None), (T0 + timedelta(minutes=5)).replace(tzinfo=None)]]  # fmt: skip
+
+
+def test_graph_on_ladybug(tmp_path: Path) -> None:
+    import ladybug
+
+    sink = make_sink("graph", f"ladybug://{tmp_path / 'graph' / 'db.lbug'}")
+    try:
+        sink.on_write_start()
+        sink.on_write_start()
+        _write_sequence(sink)
+        assert sink.counts() == {"Account": 2, "Merchant": 3, "Device": 2, "PAID": 6, "USED": 2}
+    finally:
+        sink.close()
+    conn = ladybug.Connection(ladybug.Database(str(tmp_path / "graph" / "db.lbug")))
+    state = _ladybug_state(conn)
+    assert state["paid"] == EXPECTED_PAID
+    assert state["used"] == EXPECTED_USED
+    assert state["merchants"] == [["M0", "Shop 0"], ["M1", "Shop 1"], ["M2", "Shop 2"]]
+
+
+def test_neo4j_backend_sends_the_same_cypher_in_managed_transactions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ladybug
+    import neo4j
+    from neo4j.exceptions import ServiceUnavailable
+
+    from rayapp.pipelines.publish import StoreWriter
+    from rayapp.sinks import graph
+    from tests.fakes.neo4j_driver import FakeDriver
+
+    db = ladybug.Database(str(tmp_path / "mirror.lbug"))
+    conn = ladybug.Connection(db)
+    for q in graph.LADYBUG_SCHEMA:
+        conn.execute(q)
+    drivers: list[FakeDriver] = []
+
+    def fake_driver(uri: str, auth: Any = None, **kwargs: Any) -> FakeDriver:
+        d = FakeDriver(uri, auth, conn)
+        if not drivers:  # the first connection fails twice, like a server still starting
+            d.failures = [ServiceUnavailable("connection refused"), ServiceUnavailable("connection refused")]
+        drivers.append(d)
+        return d
+
+    monkeypatch.setattr(neo4j.GraphDatabase, "driver", staticmethod(fake_driver))
+    settings = load_settings(overrides={"data_dir": str(tmp_path / "data"), "graph_url": "neo4j://neo4j:s3cret@graph.example:7687?database=fraud",
+                                        "writer_batch_rows": 4, "writer_backoff_s": 0.01})  # fmt: skip
+    writer = StoreWriter(settings, "graph", settings.store_url("graph"), "run-1")
+    for block in (txn_block(IDS), txn_block(IDS[:3], amount="99.00", status="reversed", version=T0 - timedelta(hours=1)),
+                  txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1), score=0.9)):  # fmt: skip
+        out = writer.write("transactions", block)
+        assert out["error"] is None and out["written"] == block.num_rows
+    writer.close()
+
+    d = drivers[-1]
+    assert d.uri == "neo4j://graph.example:7687" and d.auth == ("neo4j", "s3cret")  # credentials not left in the URI
+    assert len(drivers) == 2 and drivers[0].closed  # the failed connection was dropped, then a fresh one used
+    schema = [c for c in d.calls if c.kind == "run" and c.query.startswith("CREATE")]
+    assert [c.query for c in schema] == list(graph.NEO4J_SCHEMA)
+    writes = [c for c in d.calls if c.kind == "tx.run"]
+    assert writes and all(c.in_transaction and c.database == "fraud" for c in writes)
+    assert {c.query for c in writes} == {graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.MERGE_PAID, graph.MERGE_USED}
+    assert max(len(c.params["rows"]) for c in writes) <= 4  # batched
+    first_block = [c.query for c in writes[:6]]
+    assert first_block.index(graph.MERGE_PAID) > first_block.index(graph.MERGE_MERCHANTS)  # nodes before relationships
+    state = _ladybug_state(conn)
+    assert state["paid"] == EXPECTED_PAID
+    assert state["used"] == EXPECTED_USED
+
+
+# ---- vectors: LanceDB, and Pinecone through the SDK against a local data plane ----------------------
+
+
+def vec_block(ids: list[str], version: datetime, fill: float, text: str = "t", with_vector: bool = True) -> pa.Table:
+    rows = [{"id": i, "vector": [fill] * 384 if with_vector else None, "text": text, "account_id": "A", "merchant_id": "M",
+             "amount": 1.0, "fraud_score": 0.9, "model_version": "m1", "event_time": T0, "_version": version} for i in ids]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=dataset_schema(Dataset.TRANSACTION_VECTORS))
+
+
+def test_lancedb_vectors_upsert_versioned_and_delete(tmp_path: Path) -> None:
+    import lancedb
+
+    sink = make_sink("vector", f"lancedb://{tmp_path / 'vec'}")
+    try:
+        sink.on_write_start()
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS, T0, 0.1))
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[:2], T0 - timedelta(hours=1), 0.9))  # older: ignored
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[2:4], T0 + timedelta(hours=1), 0.5))  # newer
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[4:], T0 + timedelta(hours=1), 0.0, with_vector=False))  # below threshold now
+        assert sink.counts() == {"merchants": 0, "transactions": 4}
+    finally:
+        sink.close()
+    got = lancedb.connect(str(tmp_path / "vec")).open_table("transactions").to_arrow().sort_by("id")
+    assert got["id"].to_pylist() == IDS[:4]
+    assert [round(v[0], 3) for v in got["vector"].to_pylist()] == [0.1, 0.1, 0.5, 0.5]
+
+
+@pytest.fixture
+def pinecone_server() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.pinecone_server", "--port", str(port), "--api-key", "test-key"],
+                            cwd=str(Path(__file__).resolve().parents[2]))  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_fake/stats", timeout=1)
+            break
+        except Exception:  # noqa: BLE001
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("pinecone fake did not start") from None
+            time.sleep(0.1)
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def test_pinecone_requests_stay_within_documented_limits(pinecone_server: str) -> None:
+    import json
+
+    from pinecone import Pinecone
+
+    options = SinkOptions(pinecone_api_key="test-key", pinecone_host=pinecone_server)
+    sink = make_sink("vector", "pinecone://fraud-index", options)
+    ids = [f"TX{i:05d}" for i in range(2500)]
+    try:
+        sink.on_write_start()
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(ids, T0, 0.1, text="x" * 6000))  # ~8 KB JSON per vector: the 2 MB cap binds
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(ids[:10], T0 + timedelta(minutes=30), 0.1, text="y" * 60_000))  # metadata over 40 KB: text is cut
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(ids[10:20], T0 - timedelta(hours=1), 0.9))  # older: skipped
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(ids[2000:], T0 + timedelta(hours=1), 0.0, with_vector=False))  # 500 deletes
+        assert sink.counts()["transactions"] == 2000
+    finally:
+        sink.close()
+    stats = json.loads(urllib.request.urlopen(f"{pinecone_server}/_fake/stats").read())
+    assert stats["rejected"] == 0
+    assert stats["max_upsert_vectors"] <= 1000 and stats["max_upsert_bytes"] <= 2 * 1024 * 1024
+    assert stats["upserts"] > 2500 * 8000 // (2 * 1024 * 1024)  # more requests than the vector count alone would need
+    index = Pinecone(api_key="test-key").Index(host=pinecone_server)
+    got = index.fetch(ids=["TX00000", "TX00015", "TX02100"], namespace="transactions").vectors
+    assert set(got) == {"TX00000", "TX00015"}
+    assert got["TX00015"].values[0] == pytest.approx(0.1)  # the older version did not overwrite
+    assert got["TX00000"].metadata["text"].startswith("y") and len(json.dumps(got["TX00000"].metadata)) <= 40 * 1024
+    assert got["TX00000"].metadata["fraud_score"] == 0.9 and got["TX00000"].metadata["_version"] > 0
+
+
+def test_pinecone_without_api_key_is_a_clear_error() -> None:
+    from rayapp.sinks.base import SinkError
+
+    sink = make_sink("vector", "pinecone://idx", SinkOptions(pinecone_host="http://127.0.0.1:9"))
+    with pytest.raises(SinkError, match="API key"):
+        sink.on_write_start()
