@@ -38,7 +38,7 @@ from rayapp.errors import RayappError
 from rayapp.ledger import DeadLetter, Ledger
 from rayapp.pipelines.score import PREDICTIONS, ServeEmbedder, serve_app_running
 from rayapp.pipelines.silver import GOLD_ACCOUNT, GOLD_MERCHANT, SILVER, changed_keys, uri
-from rayapp.settings import Settings, is_remote
+from rayapp.settings import Settings, is_remote, redact_url
 from rayapp.sinks import STORES, is_embedded, make_sink
 from rayapp.sinks.base import Dataset, RetryExhausted, short_error
 from rayapp.transforms import serving as sv
@@ -161,34 +161,37 @@ def start_writers(settings: Settings, stores: list[str], run_id: str) -> dict[st
 
 
 def stop_writers(pools: dict[str, list[Any]]) -> None:
-    """Close every sink, then end the actors (an embedded engine is free for the next process)."""
+    """Close every sink, then end the actors and wait for their processes to exit (an embedded
+    engine's files are free for the next process)."""
     import ray
 
     actors = [a for pool in pools.values() for a in pool]
-    try:
-        ray.get([a.close.remote() for a in actors], timeout=120)
-    except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to close
-        logger.warning("closing writers: %s", short_error(exc))
+    pids: list[int] = []
+    for a in actors:
+        try:
+            ray.get(a.close.remote(), timeout=120)
+            pids.append(ray.get(a.pid.remote(), timeout=30))
+        except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to close
+            logger.warning("closing a writer: %s", short_error(exc))
     for a in actors:
         ray.kill(a, no_restart=True)
-    _wait_dead(actors)
+    _wait_exited(pids)
 
 
-def _wait_dead(actors: list[Any], timeout_s: float = 30.0) -> None:
-    from ray.util.state import get_actor
+def _wait_exited(pids: list[int], timeout_s: float = 30.0) -> None:
+    """Wait for local writer processes to exit (pids on other nodes simply are not found here)."""
+    import psutil
 
     deadline = time.monotonic() + timeout_s
-    for a in actors:
-        actor_id = a._actor_id.hex()
+    for pid in pids:
         while time.monotonic() < deadline:
             try:
-                state = get_actor(actor_id)
-            except Exception:  # noqa: BLE001 - state API unavailable: fall back to a short grace period
-                time.sleep(0.5)
+                proc = psutil.Process(pid)
+                if proc.status() == psutil.STATUS_ZOMBIE or "StoreWriter" not in " ".join(proc.cmdline()):
+                    break
+            except psutil.Error:
                 break
-            if state is None or state.state == "DEAD":
-                break
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 # ---- fan-out with backpressure --------------------------------------------------------------------
@@ -271,12 +274,18 @@ class Fanout:
 # ---- what changed ---------------------------------------------------------------------------------
 
 
-def store_watermark(ledger: Ledger, store: str) -> dict[str, int] | None:
+def watermark_prefix(settings: Settings, store: str) -> str:
+    """Watermarks belong to a store *at its URL*: pointing a store elsewhere publishes everything there."""
+    return f"{store}|{redact_url(settings.store_url(store))}|"
+
+
+def store_watermark(settings: Settings, ledger: Ledger, store: str) -> dict[str, int] | None:
     """Lake versions the last succeeded/partial publish to ``store`` read (None: never published)."""
+    prefix = watermark_prefix(settings, store)
     for run in ledger.runs(job="publish"):
         if run.status not in ("succeeded", "partial"):
             continue
-        marks = {t: int(v) for k, v in run.versions_read.items() if k.startswith(f"{store}:") for t in [k.split(":", 1)[1]]}
+        marks = {k[len(prefix) :]: int(v) for k, v in run.versions_read.items() if k.startswith(prefix)}
         if marks:
             return marks
     return None
@@ -342,7 +351,7 @@ def _silver_block(batch: pa.Table, *, settings: Settings, ids: pa.Array | None, 
 
     for file_uri in batch["path"].to_pylist():
         fs, path = lake.arrow_fs(settings, file_uri)
-        t = pq.read_table(path, filesystem=fs, columns=list(sv.TRANSACTION_SOURCE_COLUMNS))
+        t = sv.plain_strings(pq.read_table(path, filesystem=fs, columns=list(sv.TRANSACTION_SOURCE_COLUMNS)))
         if ids is not None:
             t = t.filter(pc.is_in(t["transaction_id"], ids))
         if t.num_rows:
@@ -356,7 +365,7 @@ def _merchant_block(batch: pa.Table, *, settings: Settings, merchants: pa.Array 
     parts = []
     for file_uri in batch["path"].to_pylist():
         fs, path = lake.arrow_fs(settings, file_uri)
-        t = pq.read_table(path, filesystem=fs, columns=list(sv.MERCHANT_ATTRIBUTE_COLUMNS))
+        t = sv.plain_strings(pq.read_table(path, filesystem=fs, columns=list(sv.MERCHANT_ATTRIBUTE_COLUMNS)))
         if merchants is not None:
             t = t.filter(pc.is_in(t["merchant_id"], merchants))
         parts.append(sv.merchant_attributes(t))
@@ -372,7 +381,7 @@ def _files_dataset(files: list[str]) -> Any:
 def _latest_predictions(settings: Settings, version: int | None, ids: pa.Array | None) -> pa.Table | None:
     if version is None:
         return None
-    preds = lake.read_table(settings, uri(settings, PREDICTIONS), columns=["transaction_id", *sv.PREDICTION_COLUMNS], version=version)
+    preds = sv.plain_strings(lake.read_table(settings, uri(settings, PREDICTIONS), columns=["transaction_id", *sv.PREDICTION_COLUMNS], version=version))
     if ids is not None:
         preds = preds.filter(pc.is_in(preds["transaction_id"], ids))
     return sv.latest_predictions(preds)
@@ -395,7 +404,7 @@ def prediction_batches(settings: Settings, ch: Changes, batch_rows: int) -> Iter
     version = ch.versions.get(PREDICTIONS)
     if version is None or (ch.prediction_ids is not None and len(ch.prediction_ids) == 0):
         return
-    preds = lake.read_table(settings, uri(settings, PREDICTIONS), columns=["transaction_id", *sv.PREDICTION_COLUMNS], version=version)
+    preds = sv.plain_strings(lake.read_table(settings, uri(settings, PREDICTIONS), columns=["transaction_id", *sv.PREDICTION_COLUMNS], version=version))
     if ch.prediction_ids is not None:
         preds = preds.filter(pc.is_in(preds["transaction_id"], ch.prediction_ids))
     preds = preds.append_column("_version", preds["scored_at"])
@@ -421,6 +430,7 @@ def gold_rows(settings: Settings, table: str, ch: Changes) -> pa.Table | None:
         rows = dt.to_pyarrow_table()
     if rows.num_rows == 0:
         return None
+    rows = sv.plain_strings(rows)
     return rows.append_column("_version", pa.repeat(pa.scalar(version, pa.int64()), rows.num_rows))
 
 
@@ -435,7 +445,7 @@ def merchant_profile_rows(settings: Settings, ch: Changes, rebuilt: pa.Table | N
     if version is None or rebuilt is None or rebuilt.num_rows == 0:
         return None
     merchants = pc.unique(rebuilt["merchant_id"])
-    gold = lake.read_table(settings, uri(settings, GOLD_MERCHANT), columns=["merchant_id", "txn_count", "fraud_count"], version=version)
+    gold = sv.plain_strings(lake.read_table(settings, uri(settings, GOLD_MERCHANT), columns=["merchant_id", "txn_count", "fraud_count"], version=version))
     stats = sv.merchant_stats(gold.filter(pc.is_in(gold["merchant_id"], merchants)))
     files = lake.open_table(settings, uri(settings, SILVER), ch.versions[SILVER]).file_uris()
     partials = _files_dataset(files).map_batches(
@@ -523,7 +533,7 @@ def publish(settings: Settings, ledger: Ledger, run_id: str, *, stores: list[str
     import ray
 
     chosen = _select_stores(stores)
-    marks = {s: (None if full else store_watermark(ledger, s)) for s in chosen}
+    marks = {s: (None if full else store_watermark(settings, ledger, s)) for s in chosen}
     ch = find_changes(settings, _oldest(list(marks.values())))
     logger.info("publish plan: %s", ch.describe())
     table_stores = [s for s in chosen if s != "vector"]
@@ -580,7 +590,7 @@ def publish(settings: Settings, ledger: Ledger, run_id: str, *, stores: list[str
         details["stores"][s] = {"url": make_sink(s, settings.store_url(s)).display_url, "written": t.written, "failed": t.failed,
                                 "errors": sorted(set(t.errors))[:5]}  # fmt: skip
     counts["rows_written"] = sum(counts[f"{s}.written"] for s in chosen)
-    versions = {f"{s}:{table}": v for s in chosen for table, v in ch.versions.items()}
+    versions = {watermark_prefix(settings, s) + table: v for s in chosen for table, v in ch.versions.items()}
     versions.update(ch.versions)
     return PublishResult("partial" if dead else "succeeded", counts, versions, details, dead)
 

@@ -114,7 +114,7 @@ class ServeEmbedder:
 def _keep_ids(batch: pa.Table, ids: pa.Array | None) -> pa.Table:
     if ids is None:
         return batch
-    return batch.filter(pc.is_in(batch["transaction_id"], ids))
+    return batch.filter(pc.is_in(batch["transaction_id"].cast(pa.string()), ids))  # polars hands over string_view
 
 
 @dataclass

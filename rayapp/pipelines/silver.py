@@ -126,9 +126,11 @@ def changed_keys(settings: Settings, table: str, since: int | None, until: int, 
     dt = lake.open_table(settings, uri(settings, table), until)
     if dt.metadata().configuration.get("delta.enableChangeDataFeed") != "true":
         return None
-    cdf = pa.table(dt.load_cdf(starting_version=since + 1, ending_version=until, columns=[column]))
-    keep = pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage"]))
-    return pc.unique(cdf[column].filter(keep))
+    cdf = pa.table(dt.load_cdf(starting_version=since + 1, ending_version=until, columns=[column, "_change_type"]))
+    # delta-rs hands the feed over as string_view, which few Arrow kernels take.
+    kinds, keys = cdf["_change_type"].cast(pa.string()), cdf[column].cast(pa.string())
+    keep = pc.is_in(kinds, pa.array(["insert", "update_postimage"]))
+    return pc.unique(keys.filter(keep))
 
 
 def last_watermark(ledger: Ledger, job: str, table: str) -> int | None:

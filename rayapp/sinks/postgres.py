@@ -46,11 +46,26 @@ def sqlalchemy_url(url: str) -> str:
     """A ``postgresql+psycopg://`` URL for SQLAlchemy (starting the embedded server if needed)."""
     scheme = urlsplit(url).scheme
     if scheme == "pgserver":
-        import pgserver
-
-        url = pgserver.get_server(url_path(url), cleanup_mode="stop").get_uri()
+        url = _embedded_server_uri(url_path(url))
     parts = urlsplit(url)
     return urlunsplit(("postgresql+psycopg", *parts[1:]))
+
+
+def _embedded_server_uri(pgdata: str) -> str:
+    """Start (or join) the embedded server; a file lock keeps pool actors from racing ``initdb``."""
+    import fcntl
+    import os
+
+    import pgserver
+
+    parent = os.path.dirname(os.path.abspath(pgdata))
+    os.makedirs(parent, exist_ok=True)
+    with open(os.path.join(parent, f".{os.path.basename(pgdata)}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return str(pgserver.get_server(pgdata, cleanup_mode="stop").get_uri())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _upsert_sql(dataset: Dataset, stage: str) -> str:

@@ -15,6 +15,13 @@ TRANSACTION_SOURCE_COLUMNS = (*BUSINESS_COLUMNS, "_updated_at")
 MERCHANT_ATTRIBUTE_COLUMNS = ("merchant_id", "merchant_name", "merchant_category", "description", "country", "updated_at", "transaction_id")
 
 
+def plain_strings(table: pa.Table) -> pa.Table:
+    """``string_view`` / ``large_string`` columns as ``string`` (delta-rs MERGE output and polars
+    use views, which many Arrow kernels and joins do not take)."""
+    fields = [pa.field(f.name, pa.string(), f.nullable) if pa.types.is_string_view(f.type) or pa.types.is_large_string(f.type) else f for f in table.schema]
+    return table if all(f.type == g.type for f, g in zip(fields, table.schema)) else table.cast(pa.schema(fields))
+
+
 def first_of_runs(sorted_keys: pa.Array | pa.ChunkedArray) -> pa.Array:
     """True where a sorted key column starts a new run of equal values."""
     keys = sorted_keys.combine_chunks() if isinstance(sorted_keys, pa.ChunkedArray) else sorted_keys

@@ -44,7 +44,7 @@ def test_pipeline_stops_on_failure_and_resumes(settings: Settings, monkeypatch: 
     resumed = ledger.last_run("pipeline")
     assert resumed is not None and resumed.details["resumed_from"] == failed.run_id
     ran = [s["stage"] for s in resumed.details["stages"] if s["status"] == "succeeded"]
-    assert ran == ["silver_to_gold", "train_fraud_model", "score_transactions"]
+    assert ran == ["silver_to_gold", "train_fraud_model", "score_transactions", "publish"]
     assert lake.table_exists(settings, uri(settings, GOLD_ACCOUNT))
     assert lake.open_table(settings, uri(settings, PREDICTIONS)).count() == lake.open_table(settings, uri(settings, SILVER)).count()
 

@@ -1,0 +1,323 @@
+"""`publish` end to end on Ray: every store holds exactly the lake's state, re-runs change nothing,
+increments arrive, a killed writer actor loses nothing, and a store that is down fills the
+dead-letter queue until `replay_dlq` delivers it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from jobs import bronze_to_silver as b2s_job
+from jobs import generate as generate_job
+from jobs import ingest as ingest_job
+from jobs import publish as publish_job
+from jobs import replay_dlq as replay_job
+from jobs import score_transactions as score_job
+from jobs import silver_to_gold as gold_job
+from jobs import train_fraud_model as train_job
+from rayapp.ledger import Ledger
+from rayapp.settings import Settings, load_settings
+from tests.conftest import _free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
+
+MIN_SCORE = 0.5
+
+
+def _run(job: Any, args: list[str]) -> None:
+    assert job.entrypoint(args) == 0
+
+
+def _refresh_lake(args: list[str]) -> None:
+    for job in (ingest_job, b2s_job, gold_job):
+        _run(job, args)
+    _run(score_job, args + ["--mode", "inline"])
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> tuple[Path, Path]:
+    """A scored lake from 2 of 4 generated files; the other 2 wait in ``later/``."""
+    root = tmp_path_factory.mktemp("publish")
+    data = root / "data"
+    args = ["--data-dir", str(data)]
+    _run(generate_job, args + ["--rows", "16000", "--files", "4", "--seed", "11"])
+    landing = data / "lake" / "landing"
+    later = root / "later"
+    later.mkdir()
+    for f in sorted(p for p in landing.rglob("*") if p.is_file())[2:]:
+        shutil.move(str(f), later / f.name)
+    for job in (ingest_job, b2s_job, gold_job, train_job):
+        _run(job, args)
+    _run(score_job, args + ["--mode", "inline"])
+    return data, later
+
+
+def _settings(data: Path, stores_dir: Path, **extra: Any) -> tuple[Settings, list[str]]:
+    overrides = {
+        "postgres_url": f"pgserver://{stores_dir / 'pg'}",
+        "clickhouse_url": f"chdb://{stores_dir / 'ch'}",
+        "graph_url": f"ladybug://{stores_dir / 'graph.lbug'}",
+        "vector_url": f"lancedb://{stores_dir / 'vec'}",
+        "writer_backoff_s": "0.01",
+        **{k: str(v) for k, v in extra.items()},
+    }
+    args = ["--data-dir", str(data)] + [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
+    return load_settings(overrides={"data_dir": str(data), **overrides}), args
+
+
+# ---- what the lake says each store must hold (read independently with polars) -----------------------
+
+
+def expected(settings: Settings) -> dict[str, Any]:
+    silver = pl.read_delta(settings.table_uri("silver", "transactions"))
+    preds = pl.read_delta(settings.table_uri("silver", "predictions"))
+    latest = preds.sort(["transaction_id", "scored_at", "model_version"]).group_by("transaction_id").last()
+    txns = silver.join(latest.select("transaction_id", "model_version", "fraud_score"), on="transaction_id", how="left")
+    acc = pl.read_delta(settings.table_uri("gold", "daily_account_activity"))
+    mer = pl.read_delta(settings.table_uri("gold", "merchant_daily_stats"))
+    linked = txns.filter(pl.col("account_id").is_not_null() & pl.col("merchant_id").is_not_null())
+    used = (
+        linked.filter(pl.col("device_id").is_not_null())
+        .group_by("account_id", "device_id")
+        .agg(pl.col("event_time").min().alias("first"), pl.col("event_time").max().alias("last"))
+    )
+    return {
+        "transactions": {r[0]: (str(r[1]), r[2], _r(r[3]), r[4]) for r in txns.select("transaction_id", "amount", "status", "fraud_score", "model_version").iter_rows()},
+        "predictions": {(r[0], r[1]): _r(r[2]) for r in preds.select("transaction_id", "model_version", "fraud_score").iter_rows()},
+        "daily_account_activity": {(r[0], str(r[1])): (r[2], str(r[3])) for r in acc.select("account_id", "activity_date", "txn_count", "total_amount").iter_rows()},
+        "merchant_daily_stats": {(r[0], str(r[1])): (r[2], r[3]) for r in mer.select("merchant_id", "activity_date", "txn_count", "fraud_count").iter_rows()},
+        "paid": {r[0]: (r[1], r[2], _r(float(r[3])), r[4], _r(r[5])) for r in linked.select("transaction_id", "account_id", "merchant_id", "amount", "status", "fraud_score").iter_rows()},
+        "used": {(r[0], r[1]): (r[2].replace(tzinfo=None), r[3].replace(tzinfo=None)) for r in used.iter_rows()},
+        "merchants": set(mer["merchant_id"].to_list()),
+        "risky": {r[0] for r in txns.filter(pl.col("fraud_score") >= MIN_SCORE).select("transaction_id").iter_rows()},
+    }  # fmt: skip
+
+
+def _r(x: Any) -> Any:
+    return None if x is None else round(float(x), 9)
+
+
+def postgres_state(settings: Settings) -> dict[str, Any]:
+    import psycopg
+
+    from rayapp.sinks.postgres import sqlalchemy_url
+
+    with psycopg.connect(sqlalchemy_url(settings.store_url("postgres")).replace("postgresql+psycopg", "postgresql")) as c:
+        return {
+            "transactions": {r[0]: (str(r[1]), r[2], _r(r[3]), r[4]) for r in c.execute("SELECT transaction_id, amount, status, fraud_score, model_version FROM transactions")},
+            "predictions": {(r[0], r[1]): _r(r[2]) for r in c.execute("SELECT transaction_id, model_version, fraud_score FROM predictions")},
+            "daily_account_activity": {(r[0], str(r[1])): (r[2], str(r[3])) for r in c.execute("SELECT account_id, activity_date, txn_count, total_amount FROM daily_account_activity")},
+            "merchant_daily_stats": {(r[0], str(r[1])): (r[2], r[3]) for r in c.execute("SELECT merchant_id, activity_date, txn_count, fraud_count FROM merchant_daily_stats")},
+            "rows": c.execute("SELECT (SELECT count(*) FROM transactions) + (SELECT count(*) FROM predictions)").fetchone()[0],
+        }  # fmt: skip
+
+
+def clickhouse_state(settings: Settings) -> dict[str, Any]:
+    from rayapp.sinks.clickhouse import client_for
+
+    c = client_for(settings.store_url("clickhouse"))
+    try:
+        q = lambda sql: c.query(sql).result_rows  # noqa: E731
+        return {
+            "transactions": {r[0]: (str(r[1]), r[2], _r(r[3]), r[4]) for r in q("SELECT transaction_id, amount, status, fraud_score, model_version FROM transactions FINAL")},
+            "predictions": {(r[0], r[1]): _r(r[2]) for r in q("SELECT transaction_id, model_version, fraud_score FROM predictions FINAL")},
+            "daily_account_activity": {(r[0], str(r[1])): (r[2], str(r[3])) for r in q("SELECT account_id, activity_date, txn_count, total_amount FROM daily_account_activity FINAL")},
+            "merchant_daily_stats": {(r[0], str(r[1])): (r[2], r[3]) for r in q("SELECT merchant_id, activity_date, txn_count, fraud_count FROM merchant_daily_stats FINAL")},
+        }  # fmt: skip
+    finally:
+        c.close()
+
+
+def graph_state(settings: Settings) -> dict[str, Any]:
+    import ladybug
+
+    from rayapp.sinks.base import url_path
+
+    db = ladybug.Database(url_path(settings.store_url("graph")))
+    conn = ladybug.Connection(db)
+
+    def rows(q: str) -> list[list[Any]]:
+        r = conn.execute(q)
+        out = []
+        while r.has_next():
+            out.append(r.get_next())
+        return out
+
+    try:
+        return {
+            "paid": {r[0]: (r[1], r[2], _r(r[3]), r[4], _r(r[5])) for r in rows("MATCH (a:Account)-[p:PAID]->(m:Merchant) RETURN p.transaction_id, a.id, m.id, p.amount, p.status, p.fraud_score")},
+            "paid_count": rows("MATCH ()-[p:PAID]->() RETURN count(p)")[0][0],
+            "used": {(r[0], r[1]): (r[2], r[3]) for r in rows("MATCH (a:Account)-[u:USED]->(d:Device) RETURN a.id, d.id, u.first_seen, u.last_seen")},
+            "used_count": rows("MATCH ()-[u:USED]->() RETURN count(u)")[0][0],
+        }  # fmt: skip
+    finally:
+        conn.close()
+        db.close()
+
+
+def vector_state(settings: Settings) -> dict[str, Any]:
+    import lancedb
+
+    from rayapp.sinks.base import url_path
+
+    db = lancedb.connect(url_path(settings.store_url("vector")))
+    merchants = db.open_table("merchants").to_arrow()
+    txns = db.open_table("transactions").to_arrow()
+    return {"merchants": merchants["id"].to_pylist(), "risky": txns["id"].to_pylist(), "dims": {len(v) for v in txns["vector"].to_pylist()}}
+
+
+def assert_stores_match(settings: Settings) -> None:
+    exp = expected(settings)
+    pg = postgres_state(settings)
+    for table in ("transactions", "predictions", "daily_account_activity", "merchant_daily_stats"):
+        assert pg[table] == exp[table], f"postgres {table}"
+    ch = clickhouse_state(settings)
+    for table in ("transactions", "predictions", "daily_account_activity", "merchant_daily_stats"):
+        assert ch[table] == exp[table], f"clickhouse {table}"
+    g = graph_state(settings)
+    assert g["paid_count"] == len(exp["paid"]) and g["paid"] == exp["paid"]
+    assert g["used_count"] == len(exp["used"]) and g["used"] == exp["used"]
+    v = vector_state(settings)
+    assert sorted(v["merchants"]) == sorted(exp["merchants"])
+    assert sorted(v["risky"]) == sorted(exp["risky"]) and v["dims"] <= {384}
+
+
+def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    data, later = lake
+    settings, args = _settings(data, tmp_path / "stores")
+    _run(publish_job, args)
+    run = Ledger(settings).last_run("publish")
+    assert run is not None and run.status == "succeeded"
+    assert run.counts["postgres.written"] > 0 and run.counts["graph.failed"] == 0
+    assert_stores_match(settings)
+    assert len(expected(settings)["risky"]) > 0
+
+    _run(publish_job, args)  # nothing new: nothing written, nothing changed
+    again = Ledger(settings).last_run("publish")
+    assert again is not None and again.run_id != run.run_id
+    assert all(again.counts[f"{s}.written"] == 0 for s in ("postgres", "clickhouse", "graph", "vector"))
+    assert_stores_match(settings)
+
+    landing = data / "lake" / "landing"
+    for f in later.iterdir():  # the rest of the files: new transactions and newer versions of old ones
+        shutil.copy(f, landing / f.name)
+    _refresh_lake(["--data-dir", str(data)])
+    _run(publish_job, args)
+    inc = Ledger(settings).last_run("publish")
+    assert inc is not None
+    total = len(expected(settings)["transactions"])
+    assert 0 < inc.counts["rows_read"] < total  # only what changed was read
+    assert_stores_match(settings)
+
+
+def _writer_pids() -> list[int]:
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::StoreWriter"):
+            pids.append(proc.info["pid"])
+    return sorted(pids)
+
+
+def test_killed_writer_actors_lose_nothing(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores", writer_batch_rows=1000, writer_pool_size=1)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(killed) < 2:
+            pids = [p for p in _writer_pids() if p not in killed]
+            if len(pids) >= 4:  # every pool is up and writing; kill two writers mid-stream
+                time.sleep(2.0)
+                for pid in pids[:2]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.2)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    code = publish_job.entrypoint(args)
+    t.join()
+    assert len(killed) == 2
+    assert code == 0
+    run = Ledger(settings).last_run("publish", status=("succeeded", "partial"))
+    assert run is not None and run.status == "succeeded" and run.counts["dead_letters"] == 0
+    assert_stores_match(settings)
+
+
+@pytest.fixture
+def pinecone_port() -> int:
+    return _free_port()
+
+
+def _start_pinecone(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.pinecone_server", "--port", str(port), "--api-key", "k"],
+                            cwd=str(Path(__file__).resolve().parents[2]))  # fmt: skip
+    deadline = time.time() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_fake/stats", timeout=1)
+            return proc
+        except Exception:  # noqa: BLE001
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("pinecone fake did not start") from None
+            time.sleep(0.1)
+
+
+def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: Path, pinecone_port: int) -> None:
+    from pinecone import Pinecone
+
+    data, _ = lake
+    host = f"http://127.0.0.1:{pinecone_port}"
+    settings, args = _settings(data, tmp_path / "stores", vector_url="pinecone://fraud", pinecone_api_key="k", pinecone_host=host,
+                               writer_retries=2, writer_batch_rows=400)  # fmt: skip
+    # The Pinecone data plane is down: publish still succeeds for the other stores.
+    _run(publish_job, args)
+    ledger = Ledger(settings)
+    run = ledger.last_run("publish", status=("partial",))
+    assert run is not None and run.status == "partial"
+    assert run.counts["vector.failed"] > 0 and run.counts["vector.written"] == 0 and run.counts["postgres.failed"] == 0
+    pending = ledger.dead_letters(store="vector")
+    assert pending and all(d.status == "pending" and d.run_id == run.run_id and d.error for d in pending)
+    assert sum(d.rows for d in pending) == run.counts["vector.failed"]
+    assert postgres_state(settings)["transactions"] == expected(settings)["transactions"]
+
+    assert replay_job.entrypoint(args) == 0  # still down: nothing replayed, nothing lost
+    assert len(ledger.dead_letters(store="vector")) == len(pending)
+
+    proc = _start_pinecone(pinecone_port)
+    try:
+        assert replay_job.entrypoint(args + ["--store", "vector"]) == 0
+        assert ledger.dead_letters(store="vector") == []
+        assert all(not os.path.exists(d.path) for d in pending)
+        exp = expected(settings)
+        index = Pinecone(api_key="k").Index(host=host)
+        stats = index.describe_index_stats()
+        assert stats.namespaces["merchants"].vector_count == len(exp["merchants"])
+        assert stats.namespaces["transactions"].vector_count == len(exp["risky"])
+        some = sorted(exp["risky"])[:5]
+        assert set(index.fetch(ids=some, namespace="transactions").vectors) == set(some)
+        _run(publish_job, args + ["--store", "vector"])  # the partial run's watermark holds: nothing to redo
+        last = ledger.last_run("publish")
+        assert last is not None and last.counts["vector.written"] == 0 and last.status == "succeeded"
+    finally:
+        proc.kill()
+        proc.wait()
