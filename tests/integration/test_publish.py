@@ -321,3 +321,21 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_backfill_graph_and_vectors_from_clickhouse(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    from jobs import clickhouse_to_graph, clickhouse_to_vectors
+
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores")
+    _run(publish_job, args + ["--store", "clickhouse"])
+    _run(clickhouse_to_graph, args)
+    _run(clickhouse_to_vectors, args)
+    exp = expected(settings)
+    g = graph_state(settings)
+    assert g["paid_count"] == len(exp["paid"]) and g["paid"] == exp["paid"]
+    assert g["used"] == exp["used"]
+    v = vector_state(settings)
+    assert sorted(v["merchants"]) == sorted(exp["merchants"]) and sorted(v["risky"]) == sorted(exp["risky"])
+    run = Ledger(settings).last_run("clickhouse_to_vectors")
+    assert run is not None and run.counts["vector.written"] == len(exp["merchants"]) + len(exp["risky"])
