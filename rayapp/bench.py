@@ -58,6 +58,7 @@ def run_benchmark(
     keep: bool = False,
     deploy_models: Callable[[Settings], str] | None = None,
     embed_texts: int = 4000,
+    sinks: bool = True,
 ) -> dict[str, Any]:
     """Generate ``rows`` rows into a scratch lake under ``<data_dir>/bench`` and time every stage.
 
@@ -126,6 +127,9 @@ def run_benchmark(
         timings.extend(_scoring_step_benchmark(scratch, new_run_id("bench-step")))
         timings.append(_embed_benchmark(scratch, embed_texts))
 
+    if sinks:
+        timings.extend(_sink_benchmarks(scratch, new_run_id("bench-sinks")))
+
     by = {s.stage: s for s in timings}
     ratio = by["bronze_to_silver"].seconds / by["polars_reference_bronze_to_silver"].seconds
     report = {
@@ -150,6 +154,71 @@ def run_benchmark(
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _sink_benchmarks(settings: Settings, run_id: str, vector_rows: int = 200_000) -> list[StageTiming]:
+    """Write throughput of each store through its writer actors (batches prepared beforehand, so
+    lake reading and embedding are excluded; fresh stores under the scratch dir)."""
+    import numpy as np
+    import pyarrow as pa
+    import ray
+
+    from rayapp.pipelines.publish import Fanout, find_changes, start_writers, stop_writers, transaction_batches
+    from rayapp.sinks.base import Dataset, dataset_schema
+
+    batches = [ray.put(b) for b in transaction_batches(settings, find_changes(settings, None), settings.writer_batch_rows)]
+    rows = sum(ray.get(b).num_rows for b in batches)
+    out: list[StageTiming] = []
+    for store in ("postgres", "clickhouse", "graph"):
+        pools = start_writers(settings, [store], run_id)
+        try:
+            ray.get([a.counts.remote() for a in pools[store]])  # connect + create tables outside the timing
+            fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
+
+            def write_all(fan: Fanout = fan, store: str = store) -> dict[str, Any]:
+                for ref in batches:
+                    fan.submit(store, Dataset.TRANSACTIONS, ref)
+                return fan.drain()
+
+            t, tally = timed(f"sink_{store}", rows, write_all)
+            held = ray.get(pools[store][0].counts.remote())
+        finally:
+            stop_writers(pools)
+        t.extra = {"failed": sum(tally[store].failed.values()), "held": held}
+        if store == "graph":
+            rels = held["PAID"] + held["USED"]
+            t.extra.update({"relationships": rels, "relationships_per_s": round(rels / t.seconds)})
+        out.append(t)
+        logger.info("%s: %s", t.stage, t.extra)
+    rng = np.random.default_rng(0)
+    n = vector_rows
+    vecs = rng.standard_normal((n, 384), dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    schema = dataset_schema(Dataset.TRANSACTION_VECTORS)
+    now = pa.scalar(utcnow(), pa.timestamp("us", tz="UTC"))
+    table = pa.table({
+        "id": pa.array([f"TX{i:012d}" for i in range(n)]), "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), 384),
+        "text": pa.array(["synthetic"] * n), "account_id": pa.array(["ACC"] * n), "merchant_id": pa.array(["MER"] * n),
+        "amount": pa.array(np.ones(n)), "fraud_score": pa.array(np.full(n, 0.9)), "model_version": pa.array(["bench"] * n),
+        "event_time": pa.repeat(now, n), "_version": pa.repeat(now, n),
+    }).cast(schema.set(1, pa.field("vector", pa.list_(pa.float32()))))  # fmt: skip
+    refs = [ray.put(table.slice(i, settings.writer_batch_rows)) for i in range(0, n, settings.writer_batch_rows)]
+    pools = start_writers(settings, ["vector"], run_id)
+    try:
+        ray.get([a.counts.remote() for a in pools["vector"]])
+        fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
+
+        def write_vectors() -> dict[str, Any]:
+            for ref in refs:
+                fan.submit("vector", Dataset.TRANSACTION_VECTORS, ref)
+            return fan.drain()
+
+        t, tally = timed("sink_vector", n, write_vectors)
+        t.extra = {"failed": sum(tally["vector"].failed.values()), "held": ray.get(pools["vector"][0].counts.remote()), "unit": "vectors"}
+    finally:
+        stop_writers(pools)
+    out.append(t)
+    return out
 
 
 def _embed_benchmark(settings: Settings, n: int) -> StageTiming:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rayapp.errors import RayappError
+
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
 
 JobEntry = tuple[Callable[[list[str]], int], str]
 
 #: Stages the demo runs after `generate` when there is no `pipeline` job.
-DEMO_STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions")
+DEMO_STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions", "publish")
 
 
 def run_demo(rows: int, seed: int, files: int, global_args: list[str], jobs: dict[str, JobEntry]) -> int:
@@ -76,3 +79,26 @@ python -c "import polars as pl; print(pl.read_delta('{predictions}').sort('fraud
 rayapp run ingest && rayapp run bronze_to_silver   # again: nothing new, silver version unchanged
 rayapp serve                                  # the models over HTTP on 127.0.0.1:{settings.serve_port} (Ctrl-C to stop)"""
     )
+    _print_stores(settings)
+
+
+def _print_stores(settings: "Settings") -> None:
+    """What each serving store holds after `publish`, and a one-liner to look inside."""
+    from rayapp.ledger import Ledger
+    from rayapp.pipelines.publish import STORES_ORDER
+    from rayapp.sinks import make_sink
+
+    if Ledger(settings).last_run("publish", status=("succeeded", "partial")) is None:
+        return
+    print("\n== serving stores (filled by `publish`) ==")
+    for store in STORES_ORDER:
+        sink = make_sink(store, settings.store_url(store), settings.sink_options())
+        try:
+            sink.on_write_start()
+            held = ", ".join(f"{k} {v}" for k, v in sink.counts().items())
+        except Exception as exc:  # noqa: BLE001 - the guide still shows where to look
+            held = f"unavailable: {exc}"
+        finally:
+            sink.close()
+        print(f"{store:<11} {sink.display_url}\n            holds: {held}\n            look:  {sink.example_query()}")
+    print("rayapp run replay_dlq                         # re-send batches a store refused (see `rayapp runs`)")

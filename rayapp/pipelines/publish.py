@@ -45,6 +45,8 @@ from rayapp.transforms import serving as sv
 
 logger = logging.getLogger(__name__)
 
+#: The stores, in the order reports list them.
+STORES_ORDER = tuple(STORES)
 #: Lake tables a publish run reads; their versions form each store's watermark.
 SOURCES = (SILVER, PREDICTIONS, GOLD_ACCOUNT, GOLD_MERCHANT)
 GOLD_DATASETS = {GOLD_ACCOUNT: Dataset.DAILY_ACCOUNT_ACTIVITY, GOLD_MERCHANT: Dataset.MERCHANT_DAILY_STATS}

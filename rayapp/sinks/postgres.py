@@ -55,8 +55,11 @@ def _embedded_server_uri(pgdata: str) -> str:
     """Start (or join) the embedded server; a file lock keeps pool actors from racing ``initdb``."""
     import fcntl
     import os
+    import warnings
 
-    import pgserver
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import; irrelevant here
+        warnings.simplefilter("ignore")
+        import pgserver
 
     parent = os.path.dirname(os.path.abspath(pgdata))
     os.makedirs(parent, exist_ok=True)
