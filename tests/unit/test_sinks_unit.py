@@ -1,0 +1,191 @@
+"""Pure pieces of the sinks and publish shaping: error classification, retries, Pinecone request
+splitting, SQL/Cypher text, serving transforms."""
+
+from __future__ import annotations
+
+import errno
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from rayapp.sinks.base import Dataset, RetryExhausted, RetryPolicy, SinkError, conform, dataset_schema, is_transient, url_path
+from rayapp.transforms import serving as sv
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+class Status(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), True),
+        (TimeoutError("read timed out"), True),
+        (OSError(errno.ECONNRESET, "reset"), True),
+        (Status(429), True),
+        (Status(503), True),
+        (Status(400), False),
+        (Status(401), False),
+        (ValueError("bad value"), False),
+        (SinkError("schema mismatch"), False),
+        (SinkError("try later", transient=True), True),
+    ],
+)
+def test_transient_classification(exc: Exception, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def test_transient_through_exception_chain() -> None:
+    try:
+        try:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+        except ConnectionRefusedError as inner:
+            raise RuntimeError("driver wrapper") from inner
+    except RuntimeError as outer:
+        assert is_transient(outer)
+
+
+def test_retry_policy_retries_transient_then_succeeds_and_gives_up_on_permanent() -> None:
+    calls = {"n": 0}
+
+    def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+        return "ok"
+
+    seen: list[BaseException] = []
+    assert RetryPolicy(attempts=5, base_s=0.001).call(flaky, "flaky", on_retry=seen.append) == ("ok", 3)
+    assert len(seen) == 2
+
+    def broken() -> None:
+        raise ValueError("no such column")
+
+    with pytest.raises(RetryExhausted) as info:
+        RetryPolicy(attempts=5, base_s=0.001).call(broken, "broken")
+    assert info.value.attempts == 1 and not info.value.transient
+
+    def down() -> None:
+        raise TimeoutError("timed out")
+
+    with pytest.raises(RetryExhausted) as info:
+        RetryPolicy(attempts=3, base_s=0.001).call(down, "down")
+    assert info.value.attempts == 3 and info.value.transient
+
+
+def test_backoff_is_bounded_and_grows() -> None:
+    policy = RetryPolicy(attempts=8, base_s=0.5, cap_s=4.0)
+    for _ in range(50):
+        delays = policy.delays()
+        assert len(delays) == 7
+        assert all(0 <= d <= min(4.0, 0.5 * 2**k) for k, d in enumerate(delays))
+
+
+def test_pinecone_batches_respect_count_and_size_limits() -> None:
+    from rayapp.sinks.vectors import PINECONE_MAX_REQUEST_BYTES, pinecone_batches
+
+    small = [{"id": f"v{i}", "values": [0.0] * 4, "metadata": {}} for i in range(2500)]
+    assert [len(b) for b in pinecone_batches(small)] == [1000, 1000, 500]
+    big = [{"id": f"v{i}", "values": [0.1] * 384, "metadata": {"text": "x" * 30_000}} for i in range(200)]
+    batches = list(pinecone_batches(big))
+    assert sum(len(b) for b in batches) == 200 and len(batches) > 1
+    assert all(len(json.dumps({"vectors": b, "namespace": "transactions"}).encode()) <= PINECONE_MAX_REQUEST_BYTES for b in batches)
+
+
+def test_pinecone_metadata_drops_nulls_and_fits_40kb() -> None:
+    from rayapp.sinks.vectors import PINECONE_MAX_METADATA_BYTES, pinecone_metadata
+
+    meta = pinecone_metadata({"id": "a", "vector": [1.0], "text": "é" * 50_000, "model_version": None, "event_time": T0, "amount": 2.5}, 7)
+    assert "model_version" not in meta and meta["event_time"] == T0.isoformat() and meta["_version"] == 7
+    assert len(json.dumps(meta).encode()) <= PINECONE_MAX_METADATA_BYTES
+
+
+def test_postgres_upsert_sql_guards_versions() -> None:
+    from rayapp.sinks.postgres import _upsert_sql
+
+    sql = _upsert_sql(Dataset.PREDICTIONS, "_stage")
+    assert "ON CONFLICT (transaction_id, model_version) DO UPDATE" in sql
+    assert sql.endswith("WHERE t._version < EXCLUDED._version")
+    assert "DISTINCT ON (transaction_id, model_version)" in sql
+
+
+def test_clickhouse_ddl_uses_replacing_merge_tree_on_the_key() -> None:
+    from rayapp.sinks.clickhouse import ddl
+
+    text = ddl(Dataset.DAILY_ACCOUNT_ACTIVITY)
+    assert "ENGINE = ReplacingMergeTree(_version) ORDER BY (account_id, activity_date)" in text
+    assert "`account_id` String" in text and "`_version` UInt64" in text
+
+
+def test_graph_batches_nodes_before_relationships() -> None:
+    from rayapp.sinks import graph
+
+    schema = dataset_schema(Dataset.TRANSACTIONS)
+    rows = [
+        {"transaction_id": "T1", "account_id": "A", "merchant_id": "M", "merchant_name": "old", "merchant_category": "x", "device_id": "D",
+         "amount": Decimal("1.00"), "event_time": T0, "_version": T0},
+        {"transaction_id": "T2", "account_id": "A", "merchant_id": "M", "merchant_name": "new", "merchant_category": "x", "device_id": "D",
+         "amount": Decimal("2.00"), "event_time": T0 + timedelta(hours=1), "_version": T0 + timedelta(hours=2)},
+        {"transaction_id": "T3", "account_id": None, "merchant_id": "M", "_version": T0},
+    ]  # fmt: skip
+    block = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+    steps = dict(graph.graph_batches(block))
+    assert list(dict(graph.graph_batches(block))) == [graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.MERGE_PAID, graph.MERGE_USED]
+    assert steps[graph.MERGE_MERCHANTS].to_pylist() == [{"id": "M", "name": "new", "category": "x"}]  # newest version names it
+    assert steps[graph.MERGE_PAID]["transaction_id"].to_pylist() == ["T1", "T2"]  # T3 has no account: no edge
+    assert steps[graph.MERGE_USED].to_pylist() == [{"account_id": "A", "device_id": "D", "first_seen": T0, "last_seen": T0 + timedelta(hours=1)}]
+
+
+def test_with_prediction_version_is_the_later_change() -> None:
+    schema = dataset_schema(Dataset.TRANSACTIONS)
+    silver = pa.Table.from_pylist(
+        [{"transaction_id": "T1", "_updated_at": T0}, {"transaction_id": "T2", "_updated_at": T0}],
+        schema=pa.schema([schema.field(c) for c in sv.TRANSACTION_SOURCE_COLUMNS]),
+    )
+    preds = pa.table({"transaction_id": ["T1", "T1"], "model_version": ["m1", "m2"], "fraud_score": [0.1, 0.7],
+                      "is_fraud_pred": [False, True], "scored_at": pa.array([T0 - timedelta(days=1), T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})  # fmt: skip
+    out = conform(Dataset.TRANSACTIONS, sv.with_prediction(silver, sv.latest_predictions(preds)))
+    rows = {r["transaction_id"]: r for r in out.to_pylist()}
+    assert rows["T1"]["model_version"] == "m2" and rows["T1"]["_version"] == T0 + timedelta(days=1)
+    assert rows["T2"]["fraud_score"] is None and rows["T2"]["_version"] == T0
+
+
+def test_transaction_vector_rows_threshold_and_deletes() -> None:
+    schema = dataset_schema(Dataset.TRANSACTIONS)
+    block = pa.Table.from_pylist(
+        [{"transaction_id": "hi", "fraud_score": 0.9, "amount": Decimal("3.50"), "merchant_name": "Shop", "_version": T0},
+         {"transaction_id": "lo", "fraud_score": 0.1, "_version": T0}, {"transaction_id": "none", "fraud_score": None, "_version": T0}],
+        schema=schema,
+    )  # fmt: skip
+    only = sv.transaction_vector_rows(block, 0.5, with_deletes=False)
+    assert only["id"].to_pylist() == ["hi"] and "Shop" in only["text"][0].as_py()
+    both = sv.transaction_vector_rows(block, 0.5, with_deletes=True)
+    assert both["id"].to_pylist() == ["hi", "lo", "none"] and both["text"].to_pylist()[1:] == [None, None]
+
+
+def test_merchant_profiles_from_stats_and_latest_attributes() -> None:
+    attrs = sv.merchant_attributes(pa.table({
+        "merchant_id": ["M", "M"], "merchant_name": ["Old", "New"], "merchant_category": ["food", "food"], "description": ["a", "b"],
+        "country": ["US", "DE"], "updated_at": pa.array([T0, T0 + timedelta(hours=1)], pa.timestamp("us", tz="UTC")), "transaction_id": ["1", "2"],
+    }))  # fmt: skip
+    stats = sv.merchant_stats(pa.table({"merchant_id": ["M", "M"], "txn_count": [3, 1], "fraud_count": [1, 0]}))
+    prof = sv.merchant_profiles(attrs, stats, 9).to_pylist()
+    assert prof[0]["name"] == "New" and prof[0]["txn_count"] == 4 and prof[0]["fraud_rate"] == 0.25 and prof[0]["_version"] == 9
+    assert "New is a food merchant in DE" in prof[0]["text"] and "25.00% reported as fraud" in prof[0]["text"]
+
+
+def test_conform_names_missing_columns() -> None:
+    with pytest.raises(SinkError, match="lacks columns"):
+        conform(Dataset.PREDICTIONS, pa.table({"transaction_id": ["x"]}))
+
+
+@pytest.mark.parametrize("url, path", [("chdb:///data/ch", "/data/ch"), ("ladybug:///tmp/g.lbug", "/tmp/g.lbug"), ("pgserver://relative/pg", "relative/pg")])
+def test_url_path(url: str, path: str) -> None:
+    assert url_path(url) == path
