@@ -84,6 +84,21 @@ def _upsert_sql(dataset: Dataset, stage: str) -> str:
     )
 
 
+def csv_ready(table: pa.Table) -> pa.Table:
+    """Timestamps as UTC text with an explicit offset: Arrow's CSV writer formats tz-aware
+    timestamps ~40x slower than a cast to string, and PostgreSQL reads ``+00`` exactly."""
+    import pyarrow.compute as pc
+
+    cols = []
+    for f in table.schema:
+        col = table[f.name]
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            naive = pc.cast(pc.cast(col, pa.timestamp(f.type.unit, tz="UTC")), pa.timestamp(f.type.unit))
+            col = pc.binary_join_element_wise(pc.cast(naive, pa.string()), "+00", "")
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
 class PostgresSink(StoreSink):
     """Upserts transactions, predictions and the gold tables into PostgreSQL."""
 
@@ -131,7 +146,7 @@ class PostgresSink(StoreSink):
             with conn.cursor() as cur:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {dataset.value}) ON COMMIT DELETE ROWS")
                 for start in range(0, block.num_rows, self.options.batch_rows):
-                    chunk = block.slice(start, self.options.batch_rows)
+                    chunk = csv_ready(block.slice(start, self.options.batch_rows))
                     buf = io.BytesIO()
                     # Strings are always quoted, so "" stays an empty string and an unquoted empty field is NULL.
                     pcsv.write_csv(chunk, buf, pcsv.WriteOptions(include_header=False))
