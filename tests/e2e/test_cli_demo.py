@@ -39,6 +39,12 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
     assert DeltaTable(str(bronze)).count() == 20000
+    # publish filled every embedded store, and the guide says what each holds and how to look.
+    assert "== serving stores" in demo.stdout
+    for store, held in (("postgres", "holds: transactions"), ("clickhouse", "holds: transactions"), ("graph", "PAID"), ("vector", "holds: merchants")):
+        assert any(line.startswith(store) for line in demo.stdout.splitlines()), store
+        assert held in demo.stdout
+    assert "unavailable" not in demo.stdout.split("== serving stores")[1]
 
     again = _rayapp("run", "ingest", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -50,11 +56,11 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     lines = runs.stdout.strip().splitlines()
     assert lines[0].startswith("RUN ID")
     assert [line.split()[1] for line in lines[1:]] == [
-        "ingest", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "pipeline",
+        "ingest", "publish", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "pipeline",
         "generate",
     ]  # fmt: skip
     assert all(" succeeded " in line for line in lines[1:])
 
-    run_id = lines[6].split()[0]
+    run_id = lines[7].split()[0]
     one = _rayapp("runs", "--run-id", run_id, cwd=tmp_path)
     assert '"rows_written": 20000' in one.stdout

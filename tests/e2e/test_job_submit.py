@@ -95,13 +95,21 @@ def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> No
     silver = DeltaTable(str(lake / "silver" / "transactions")).count()
     assert silver > 0 and DeltaTable(str(lake / "silver" / "predictions")).count() == silver
     assert (Path(cluster["data"]) / "models" / "fraud" / "latest").is_file()
+    assert '"postgres.written"' not in logs or True  # counts are in the ledger; checked below
+    from rayapp.ledger import Ledger
+    from rayapp.settings import load_settings
+
+    publish = Ledger(load_settings(overrides={"data_dir": cluster["data"]})).last_run("publish")
+    assert publish is not None and publish.status == "succeeded"
+    assert publish.counts["postgres.written"] >= silver and publish.counts["graph.written"] == silver
 
     # Custom metrics reach the head's Prometheus endpoint.
     import urllib.request
 
     text, deadline = "", time.time() + 60
-    while time.time() < deadline and 'kind="rows_written"' not in text:
+    while time.time() < deadline and not ('kind="rows_written"' in text and "rayapp_sink_write_seconds" in text):
         time.sleep(3)
         with urllib.request.urlopen(cluster["metrics"], timeout=10) as resp:
             text = resp.read().decode()
     assert "rayapp_rows_total" in text and 'stage="ingest"' in text and 'kind="rows_written"' in text
+    assert "rayapp_sink_write_seconds" in text and 'store="postgres"' in text and "rayapp_dlq_rows" in text

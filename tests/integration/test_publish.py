@@ -339,3 +339,29 @@ def test_backfill_graph_and_vectors_from_clickhouse(lake: tuple[Path, Path], tmp
     assert sorted(v["merchants"]) == sorted(exp["merchants"]) and sorted(v["risky"]) == sorted(exp["risky"])
     run = Ledger(settings).last_run("clickhouse_to_vectors")
     assert run is not None and run.counts["vector.written"] == len(exp["merchants"]) + len(exp["risky"])
+
+
+def test_killed_driver_then_rerun_is_exact(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    import ray
+
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores", writer_batch_rows=500)
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.publish", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_writer_pids()) < 4 and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3)  # writers are mid-stream
+    assert proc.poll() is None, "publish finished before it could be killed"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 60
+    while _writer_pids() and time.time() < deadline:  # Ray reaps the dead driver's actors
+        time.sleep(0.5)
+    ledger = Ledger(settings)
+    assert ledger.last_run("publish", status=("succeeded", "partial")) is None  # the killed run moved no watermark
+
+    _run(publish_job, args)
+    run = ledger.last_run("publish")
+    assert run is not None and run.counts["dead_letters"] == 0
+    assert_stores_match(settings)
