@@ -480,20 +480,28 @@ class InlineEmbedder:
         return batch.append_column("vector", pa.array(values, pa.list_(pa.float32())))
 
 
-def embed(rows: pa.Table, use_serve: bool) -> Iterator[pa.Table]:
-    """``rows`` with a ``vector`` column (null where ``text`` is null)."""
+def embed(rows: pa.Table, use_serve: bool, chunk: int = 512) -> Iterator[pa.Table]:
+    """``rows`` with a ``vector`` column (null where ``text`` is null): through the Serve Embedder's
+    handle, or one inline model actor (half a CPU, so it fits beside Serve and the writers).
+
+    Not a Ray Data pipeline on purpose: ``from_arrow`` starts 1-CPU metadata tasks that can wait
+    forever on a small cluster whose CPUs the writers and replicas hold."""
     import ray
-    from ray.data import ActorPoolStrategy
 
     if rows.num_rows == 0:
         return
-    # One block per slice, no repartition task: on a small cluster every CPU may be spoken for.
-    ds = ray.data.from_arrow(list(_slices(rows, 2048)))
     if use_serve:
-        ds = ds.map_batches(_ServeEmbedNullable, batch_size=512, batch_format="pyarrow", compute=ActorPoolStrategy(size=1), num_cpus=0.2)
-    else:
-        ds = ds.map_batches(InlineEmbedder, batch_size=512, batch_format="pyarrow", compute=ActorPoolStrategy(size=1), num_cpus=1)
-    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        embedder = _ServeEmbedNullable()
+        for part in _slices(rows, chunk):
+            yield embedder(part)
+        return
+    actor = ray.remote(num_cpus=0.5)(InlineEmbedder).remote()
+    try:
+        pending = [actor.__call__.remote(part) for part in _slices(rows, chunk)]
+        for ref in pending:
+            yield ray.get(ref)
+    finally:
+        ray.kill(actor)
 
 
 class _ServeEmbedNullable(ServeEmbedder):
@@ -569,6 +577,7 @@ def publish(settings: Settings, ledger: Ledger, run_id: str, *, stores: list[str
                     fan.submit(s, dataset, ref)
         if "vector" in chosen:
             use_serve = serve_app_running()
+            logger.info("embedding through %s", "the Serve Embedder" if use_serve else "an inline model actor")
             profiles = merchant_profile_rows(settings, ch, rebuilt_merchants)
             if profiles is not None:
                 for part in embed(profiles, use_serve):
