@@ -163,30 +163,16 @@ def _sink_benchmarks(settings: Settings, run_id: str, vector_rows: int = 200_000
     import pyarrow as pa
     import ray
 
-    from rayapp.pipelines.publish import Fanout, find_changes, start_writers, stop_writers, transaction_batches
+    from rayapp.pipelines.publish import find_changes, transaction_batches
     from rayapp.sinks.base import Dataset, dataset_schema
 
     batches = [ray.put(b) for b in transaction_batches(settings, find_changes(settings, None), settings.writer_batch_rows)]
     rows = sum(ray.get(b).num_rows for b in batches)
     out: list[StageTiming] = []
     for store in ("postgres", "clickhouse", "graph"):
-        pools = start_writers(settings, [store], run_id)
-        try:
-            ray.get([a.counts.remote() for a in pools[store]])  # connect + create tables outside the timing
-            fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
-
-            def write_all(fan: Fanout = fan, store: str = store) -> dict[str, Any]:
-                for ref in batches:
-                    fan.submit(store, Dataset.TRANSACTIONS, ref)
-                return fan.drain()
-
-            t, tally = timed(f"sink_{store}", rows, write_all)
-            held = ray.get(pools[store][0].counts.remote())
-        finally:
-            stop_writers(pools)
-        t.extra = {"failed": sum(tally[store].failed.values()), "held": held}
+        t = _time_store(settings, run_id, store, Dataset.TRANSACTIONS, batches, rows)
         if store == "graph":
-            rels = held["PAID"] + held["USED"]
+            rels = t.extra["held"]["PAID"] + t.extra["held"]["USED"]
             t.extra.update({"relationships": rels, "relationships_per_s": round(rels / t.seconds)})
         out.append(t)
         logger.info("%s: %s", t.stage, t.extra)
@@ -203,22 +189,33 @@ def _sink_benchmarks(settings: Settings, run_id: str, vector_rows: int = 200_000
         "event_time": pa.repeat(now, n), "_version": pa.repeat(now, n),
     }).cast(schema.set(1, pa.field("vector", pa.list_(pa.float32()))))  # fmt: skip
     refs = [ray.put(table.slice(i, settings.writer_batch_rows)) for i in range(0, n, settings.writer_batch_rows)]
-    pools = start_writers(settings, ["vector"], run_id)
-    try:
-        ray.get([a.counts.remote() for a in pools["vector"]])
-        fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
-
-        def write_vectors() -> dict[str, Any]:
-            for ref in refs:
-                fan.submit("vector", Dataset.TRANSACTION_VECTORS, ref)
-            return fan.drain()
-
-        t, tally = timed("sink_vector", n, write_vectors)
-        t.extra = {"failed": sum(tally["vector"].failed.values()), "held": ray.get(pools["vector"][0].counts.remote()), "unit": "vectors"}
-    finally:
-        stop_writers(pools)
+    t = _time_store(settings, run_id, "vector", Dataset.TRANSACTION_VECTORS, refs, n)
+    t.extra["unit"] = "vectors"
     out.append(t)
     return out
+
+
+def _time_store(settings: Settings, run_id: str, store: str, dataset: Any, refs: list[Any], rows: int) -> StageTiming:
+    """Time one store's writer actors taking every batch in ``refs`` (setup outside the timing)."""
+    import ray
+
+    from rayapp.pipelines.publish import Fanout, start_writers, stop_writers
+
+    pools = start_writers(settings, [store], run_id)
+    try:
+        ray.get([a.counts.remote() for a in pools[store]])  # connect + create tables outside the timing
+        fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
+
+        def write_all() -> Any:
+            for ref in refs:
+                fan.submit(store, dataset, ref)
+            return fan.drain()
+
+        t, tally = timed(f"sink_{store}", rows, write_all)
+        t.extra = {"failed": sum(tally[store].failed.values()), "held": ray.get(pools[store][0].counts.remote())}
+    finally:
+        stop_writers(pools)
+    return t
 
 
 def _embed_benchmark(settings: Settings, n: int) -> StageTiming:

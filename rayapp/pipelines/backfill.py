@@ -17,11 +17,10 @@ import pyarrow.compute as pc
 
 from rayapp.errors import RayappError
 from rayapp.ledger import Ledger
-from rayapp.pipelines.publish import Fanout, PublishResult, embed, start_writers, stop_writers
-from rayapp.pipelines.score import serve_app_running
+from rayapp.pipelines.publish import Fanout, PublishResult, start_writers, stop_writers, submit_vectors
 from rayapp.settings import Settings, redact_url
 from rayapp.sinks import make_sink
-from rayapp.sinks.base import Dataset, conform, dataset_schema
+from rayapp.sinks.base import Dataset, conform
 from rayapp.transforms import serving as sv
 
 logger = logging.getLogger(__name__)
@@ -72,19 +71,13 @@ def rebuild_from_clickhouse(settings: Settings, ledger: Ledger, run_id: str, tar
                 risky.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=False))
                 attributes.append(sv.merchant_attributes(batch))
         if target == "vector":
-            gold = [t for t in clickhouse_rows(settings, Dataset.MERCHANT_DAILY_STATS, batch_rows)]
-            use_serve = serve_app_running()
+            gold = list(clickhouse_rows(settings, Dataset.MERCHANT_DAILY_STATS, batch_rows))
+            profiles = None
             if gold:
                 merchant_daily = pa.concat_tables(gold)
                 version = int(pc.max(merchant_daily["_version"]).as_py() or 0)
-                attrs = sv.merchant_attributes(pa.concat_tables(attributes)) if attributes else _empty_attributes()
-                profiles = sv.merchant_profiles(attrs, sv.merchant_stats(merchant_daily), version)
-                for part in embed(profiles, use_serve):
-                    fan.submit("vector", Dataset.MERCHANT_VECTORS, ray.put(part))
-            txns = pa.concat_tables(risky) if risky else None
-            if txns is not None and txns.num_rows:
-                for part in embed(txns, use_serve):
-                    fan.submit("vector", Dataset.TRANSACTION_VECTORS, ray.put(part))
+                profiles = sv.merchant_profiles(sv.merchant_attributes_of(attributes), sv.merchant_stats(merchant_daily), version)
+            submit_vectors(fan, profiles, risky)
         tally = fan.drain()
     finally:
         stop_writers(pools)
@@ -96,8 +89,3 @@ def rebuild_from_clickhouse(settings: Settings, ledger: Ledger, run_id: str, tar
     details: dict[str, Any] = {"source": redact_url(settings.store_url("clickhouse")), "target": redact_url(settings.store_url(target)),
                                "written": t.written, "errors": sorted(set(t.errors))[:5]}  # fmt: skip
     return PublishResult("partial" if t.dead_letters else "succeeded", counts, {}, details, t.dead_letters)
-
-
-def _empty_attributes() -> pa.Table:
-    schema = dataset_schema(Dataset.TRANSACTIONS)
-    return pa.table({c: pa.array([], schema.field(c).type) for c in sv.MERCHANT_ATTRIBUTE_COLUMNS})

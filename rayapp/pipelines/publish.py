@@ -453,8 +453,7 @@ def merchant_profile_rows(settings: Settings, ch: Changes, rebuilt: pa.Table | N
     partials = _files_dataset(files).map_batches(
         _merchant_block, batch_size=4, batch_format="pyarrow", num_cpus=0.5, fn_kwargs={"settings": settings, "merchants": merchants}
     ).take_all()  # fmt: skip
-    rows = [r for r in partials]
-    attrs = sv.merchant_attributes(pa.Table.from_pylist(rows)) if rows else pa.table({c: pa.array([], pa.string()) for c in sv.MERCHANT_ATTRIBUTE_COLUMNS})
+    attrs = sv.merchant_attributes_of([pa.Table.from_pylist(partials)] if partials else [])
     return sv.merchant_profiles(attrs, stats, version)
 
 
@@ -518,6 +517,18 @@ class _ServeEmbedNullable(ServeEmbedder):
         return batch.append_column("vector", pa.array(values, pa.list_(pa.float32())))
 
 
+def submit_vectors(fan: Fanout, profiles: pa.Table | None, risky: list[pa.Table]) -> None:
+    """Embed merchant profiles and risky-transaction rows, and hand them to the vector writers."""
+    import ray
+
+    use_serve = serve_app_running()
+    logger.info("embedding through %s", "the Serve Embedder" if use_serve else "an inline model actor")
+    for dataset, rows in ((Dataset.MERCHANT_VECTORS, profiles), (Dataset.TRANSACTION_VECTORS, pa.concat_tables(risky) if risky else None)):
+        if rows is not None:
+            for part in embed(rows, use_serve):
+                fan.submit("vector", dataset, ray.put(part))
+
+
 # ---- the job ----------------------------------------------------------------------------------------
 
 
@@ -576,16 +587,7 @@ def publish(settings: Settings, ledger: Ledger, run_id: str, *, stores: list[str
                 for s in table_sinks:
                     fan.submit(s, dataset, ref)
         if "vector" in chosen:
-            use_serve = serve_app_running()
-            logger.info("embedding through %s", "the Serve Embedder" if use_serve else "an inline model actor")
-            profiles = merchant_profile_rows(settings, ch, rebuilt_merchants)
-            if profiles is not None:
-                for part in embed(profiles, use_serve):
-                    fan.submit("vector", Dataset.MERCHANT_VECTORS, ray.put(part))
-            txns = pa.concat_tables(vector_txns) if vector_txns else None
-            if txns is not None and txns.num_rows:
-                for part in embed(txns, use_serve):
-                    fan.submit("vector", Dataset.TRANSACTION_VECTORS, ray.put(part))
+            submit_vectors(fan, merchant_profile_rows(settings, ch, rebuilt_merchants), vector_txns)
         tally = fan.drain()
     finally:
         stop_writers(pools)
@@ -598,7 +600,7 @@ def publish(settings: Settings, ledger: Ledger, run_id: str, *, stores: list[str
         t = tally[s]
         counts[f"{s}.written"] = sum(t.written.values())
         counts[f"{s}.failed"] = sum(t.failed.values())
-        details["stores"][s] = {"url": make_sink(s, settings.store_url(s)).display_url, "written": t.written, "failed": t.failed,
+        details["stores"][s] = {"url": redact_url(settings.store_url(s)), "written": t.written, "failed": t.failed,
                                 "errors": sorted(set(t.errors))[:5]}  # fmt: skip
     counts["rows_written"] = sum(counts[f"{s}.written"] for s in chosen)
     versions = {watermark_prefix(settings, s) + table: v for s in chosen for table, v in ch.versions.items()}

@@ -66,6 +66,14 @@ def merchant_attributes(rows: pa.Table) -> pa.Table:
     return latest_by(rows.select(list(MERCHANT_ATTRIBUTE_COLUMNS)), "merchant_id", ["updated_at", "transaction_id"])
 
 
+def merchant_attributes_of(parts: list[pa.Table]) -> pa.Table:
+    """Combine per-block partial attributes (an empty, typed table when there are none)."""
+    if parts:
+        return merchant_attributes(pa.concat_tables(parts))
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table({c: pa.array([], ts if c == "updated_at" else pa.string()) for c in MERCHANT_ATTRIBUTE_COLUMNS})
+
+
 def merchant_stats(gold_merchant: pa.Table) -> pa.Table:
     """Lifetime totals per merchant from ``merchant_daily_stats`` rows."""
     t = gold_merchant.select(["merchant_id", "txn_count", "fraud_count"])
@@ -109,7 +117,8 @@ def transaction_vector_rows(transactions: pa.Table, min_score: float, with_delet
     with ``with_deletes``, the other rows too (no text), which the store removes."""
     high = pc.fill_null(pc.greater_equal(transactions["fraud_score"], min_score), False)
     t = transactions if with_deletes else transactions.filter(high)
-    high = pc.fill_null(pc.greater_equal(t["fraud_score"], min_score), False)
+    if not with_deletes:
+        high = pa.repeat(pa.scalar(True), t.num_rows)
     texts = []
     for keep, r in zip(high.to_pylist(), t.select(["merchant_name", "merchant_category", "amount", "currency", "channel", "country", "description"]).to_pylist()):
         texts.append(

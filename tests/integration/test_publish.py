@@ -29,6 +29,7 @@ from jobs import train_fraud_model as train_job
 from rayapp.ledger import Ledger
 from rayapp.settings import Settings, load_settings
 from tests.conftest import _free_port
+from tests.integration.test_sinks import ladybug_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 
@@ -148,11 +149,7 @@ def graph_state(settings: Settings) -> dict[str, Any]:
     conn = ladybug.Connection(db)
 
     def rows(q: str) -> list[list[Any]]:
-        r = conn.execute(q)
-        out = []
-        while r.has_next():
-            out.append(r.get_next())
-        return out
+        return ladybug_rows(conn, q)
 
     try:
         return {

@@ -121,13 +121,18 @@ def test_clickhouse_replacing_merge_tree_keeps_newest(tmp_path: Path) -> None:
 # ---- graph: Ladybug, and the Neo4j backend through a recording driver ------------------------------
 
 
+def ladybug_rows(conn: Any, query: str) -> list[list[Any]]:
+    """Every row a Cypher query returns on a Ladybug connection."""
+    r = conn.execute(query)
+    out = []
+    while r.has_next():
+        out.append(r.get_next())
+    return out
+
+
 def _ladybug_state(conn: Any) -> dict[str, Any]:
     def rows(q: str) -> list[list[Any]]:
-        r = conn.execute(q)
-        out = []
-        while r.has_next():
-            out.append(r.get_next())
-        return out
+        return ladybug_rows(conn, q)
 
     return {
         "paid": rows("MATCH (a:Account)-[p:PAID]->(m:Merchant) RETURN p.transaction_id, a.id, m.id, p.amount, p.status, p.fraud_score ORDER BY p.transaction_id"),
