@@ -163,14 +163,18 @@ def _sink_benchmarks(settings: Settings, run_id: str, vector_rows: int = 200_000
     import pyarrow as pa
     import ray
 
-    from rayapp.pipelines.publish import find_changes, transaction_batches
+    from rayapp.pipelines.publish import Coalesce, find_changes, transaction_batches
     from rayapp.sinks.base import Dataset, dataset_schema
 
-    batches = [ray.put(b) for b in transaction_batches(settings, find_changes(settings, None), settings.writer_batch_rows)]
-    rows = sum(ray.get(b).num_rows for b in batches)
+    tables = list(transaction_batches(settings, find_changes(settings, None), settings.writer_batch_rows))
+    rows = sum(b.num_rows for b in tables)
+    coalesce = Coalesce(settings.batch_rows("graph"))  # as publish hands them to the graph
+    graph_tables = [b for b in [*(coalesce.add(t) for t in tables), coalesce.flush()] if b is not None]
+    refs = {"graph": [ray.put(b) for b in graph_tables], "table": [ray.put(b) for b in tables]}
+    del tables, graph_tables
     out: list[StageTiming] = []
     for store in ("postgres", "clickhouse", "graph"):
-        t = _time_store(settings, run_id, store, Dataset.TRANSACTIONS, batches, rows)
+        t = _time_store(settings, run_id, store, Dataset.TRANSACTIONS, refs["graph" if store == "graph" else "table"], rows)
         if store == "graph":
             rels = t.extra["held"]["PAID"] + t.extra["held"]["USED"]
             t.extra.update({"relationships": rels, "relationships_per_s": round(rels / t.seconds)})

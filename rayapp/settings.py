@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     writer_pool_size: int = Field(default=2, ge=1, le=64, description="Writer actors per server-backed store (embedded: 1).")
     writer_batch_rows: int = Field(default=50_000, ge=1, description="Rows per batch handed to a writer actor.")
+    graph_batch_rows: int = Field(
+        default=100_000, ge=1, description="Transactions per graph write transaction (Ladybug's commit cost grows with the graph: fewer, larger ones)."
+    )
     writer_max_in_flight: int = Field(default=2, ge=1, description="Batches queued per writer actor (backpressure).")
     writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")
     writer_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles, with jitter).")
@@ -215,11 +218,15 @@ class Settings(BaseSettings):
         }
         return defaults[name]
 
-    def sink_options(self) -> "SinkOptions":
+    def batch_rows(self, store: str | None = None) -> int:
+        """Rows per write a store takes: ``graph_batch_rows`` for the graph, else ``writer_batch_rows``."""
+        return self.graph_batch_rows if store == "graph" else self.writer_batch_rows
+
+    def sink_options(self, store: str | None = None) -> "SinkOptions":
         from rayapp.sinks.base import SinkOptions
 
         key = self.pinecone_api_key.get_secret_value() if self.pinecone_api_key is not None else None
-        return SinkOptions(batch_rows=self.writer_batch_rows, pinecone_api_key=key, pinecone_host=self.pinecone_host)
+        return SinkOptions(batch_rows=self.batch_rows(store), pinecone_api_key=key, pinecone_host=self.pinecone_host)
 
     def retry_policy(self) -> "RetryPolicy":
         from rayapp.sinks.base import RetryPolicy

@@ -56,7 +56,7 @@ def rebuild_from_clickhouse(settings: Settings, ledger: Ledger, run_id: str, tar
 
     if target not in ("graph", "vector"):
         raise RayappError(f"backfill target must be graph or vector, not {target!r}")
-    batch_rows = settings.writer_batch_rows
+    batch_rows = settings.batch_rows(target)
     pools = start_writers(settings, [target], run_id)
     fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
     rows_read = 0

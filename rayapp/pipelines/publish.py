@@ -81,7 +81,7 @@ class StoreWriter:
         self.settings = settings
         self.store = store
         self.run_id = run_id
-        self.sink = make_sink(store, url, settings.sink_options())
+        self.sink = make_sink(store, url, settings.sink_options(store))
         self.policy = settings.retry_policy()
         self.ready = False
         self.failed_in_row = 0
@@ -153,7 +153,7 @@ def start_writers(settings: Settings, stores: list[str], run_id: str) -> dict[st
     pools: dict[str, list[Any]] = {}
     for store in stores:
         url = settings.store_url(store)
-        sink = make_sink(store, url, settings.sink_options())
+        sink = make_sink(store, url, settings.sink_options(store))
         size = 1 if sink.single_writer else settings.writer_pool_size
         options: dict[str, Any] = {"num_cpus": settings.writer_cpus, "max_restarts": 3, "max_task_retries": 3}
         if is_embedded(url):  # the engine's files are on this node's disk
@@ -436,6 +436,27 @@ def gold_rows(settings: Settings, table: str, ch: Changes) -> pa.Table | None:
     return rows.append_column("_version", pa.repeat(pa.scalar(version, pa.int64()), rows.num_rows))
 
 
+class Coalesce:
+    """Gathers batches into tables of at least ``rows`` rows (the graph takes larger writes)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.parts: list[pa.Table] = []
+        self.held = 0
+
+    def add(self, batch: pa.Table) -> pa.Table | None:
+        self.parts.append(batch)
+        self.held += batch.num_rows
+        return self.flush() if self.held >= self.rows else None
+
+    def flush(self) -> pa.Table | None:
+        if not self.parts:
+            return None
+        out = pa.concat_tables(self.parts) if len(self.parts) > 1 else self.parts[0]
+        self.parts, self.held = [], 0
+        return out
+
+
 def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
     for start in range(0, table.num_rows, rows):
         yield table.slice(start, rows)
@@ -557,20 +578,24 @@ def publish(settings: Settings, ledger: Ledger, run_id: str, *, stores: list[str
     marks = {s: (None if full else store_watermark(settings, ledger, s)) for s in chosen}
     ch = find_changes(settings, _oldest(list(marks.values())))
     logger.info("publish plan: %s", ch.describe())
-    table_stores = [s for s in chosen if s != "vector"]
+    table_sinks = [s for s in chosen if s not in ("vector", "graph")]
     pools = start_writers(settings, chosen, run_id)
     fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
     vector_txns: list[pa.Table] = []
+    graph_txns = Coalesce(settings.batch_rows("graph"))
     rows_read = 0
     try:
         for batch in transaction_batches(settings, ch, settings.writer_batch_rows):
             rows_read += batch.num_rows
             ref = ray.put(batch)
-            for s in table_stores:
+            for s in table_sinks:
                 fan.submit(s, Dataset.TRANSACTIONS, ref)
+            if "graph" in chosen and (block := graph_txns.add(batch)) is not None:
+                fan.submit("graph", Dataset.TRANSACTIONS, ray.put(block))
             if "vector" in chosen:
                 vector_txns.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
-        table_sinks = [s for s in table_stores if s != "graph"]
+        if (block := graph_txns.flush()) is not None:
+            fan.submit("graph", Dataset.TRANSACTIONS, ray.put(block))
         for batch in prediction_batches(settings, ch, settings.writer_batch_rows):
             ref = ray.put(batch)
             for s in table_sinks:

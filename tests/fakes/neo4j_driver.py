@@ -33,6 +33,9 @@ class _Result:
     def single(self) -> list[Any] | None:
         return self.rows[0] if self.rows else None
 
+    def values(self) -> list[list[Any]]:
+        return self.rows
+
 
 @dataclass
 class FakeDriver:

@@ -168,11 +168,34 @@ def test_graph_on_ladybug(tmp_path: Path) -> None:
         assert sink.counts() == {"Account": 2, "Merchant": 3, "Device": 2, "PAID": 6, "USED": 2}
     finally:
         sink.close()
-    conn = ladybug.Connection(ladybug.Database(str(tmp_path / "graph" / "db.lbug")))
+    db = ladybug.Database(str(tmp_path / "graph" / "db.lbug"))
+    conn = ladybug.Connection(db)
     state = _ladybug_state(conn)
     assert state["paid"] == EXPECTED_PAID
     assert state["used"] == EXPECTED_USED
     assert state["merchants"] == [["M0", "Shop 0"], ["M1", "Shop 1"], ["M2", "Shop 2"]]
+    conn.close()
+    db.close()
+
+
+def test_graph_moves_a_transaction_to_its_new_account(tmp_path: Path) -> None:
+    """A correction that changes a transaction's account replaces its PAID relationship: one per transaction."""
+    import ladybug
+
+    url = f"ladybug://{tmp_path / 'graph.lbug'}"
+    sink = make_sink("graph", url, SinkOptions(batch_rows=4))
+    try:
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS))
+        moved = txn_block(IDS[:1], status="reversed", version=T0 + timedelta(hours=1))
+        moved = moved.set_column(moved.schema.get_field_index("account_id"), "account_id", pa.array(["ACC7"]))
+        sink.write(Dataset.TRANSACTIONS, moved)
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:1]))  # the older version, replayed late: ignored
+        assert sink.counts()["PAID"] == 6
+    finally:
+        sink.close()
+    conn = ladybug.Connection(ladybug.Database(str(tmp_path / "graph.lbug")))
+    paid = ladybug_rows(conn, "MATCH (a:Account)-[p:PAID {transaction_id: 'TX000'}]->(m:Merchant) RETURN a.id, m.id, p.status")
+    assert paid == [["ACC7", "M0", "reversed"]]
 
 
 def test_neo4j_backend_sends_the_same_cypher_in_managed_transactions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,25 +222,33 @@ def test_neo4j_backend_sends_the_same_cypher_in_managed_transactions(tmp_path: P
 
     monkeypatch.setattr(neo4j.GraphDatabase, "driver", staticmethod(fake_driver))
     settings = load_settings(overrides={"data_dir": str(tmp_path / "data"), "graph_url": "neo4j://neo4j:s3cret@graph.example:7687?database=fraud",
-                                        "writer_batch_rows": 4, "writer_backoff_s": 0.01})  # fmt: skip
+                                        "graph_batch_rows": 4, "writer_backoff_s": 0.01})  # fmt: skip
     writer = StoreWriter(settings, "graph", settings.store_url("graph"), "run-1")
     for block in (txn_block(IDS), txn_block(IDS[:3], amount="99.00", status="reversed", version=T0 - timedelta(hours=1)),
                   txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1), score=0.9)):  # fmt: skip
         out = writer.write("transactions", block)
         assert out["error"] is None and out["written"] == block.num_rows
+    calls_before_rerun = len(drivers[-1].calls)
+    out = writer.write("transactions", txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1), score=0.9))
+    assert out["error"] is None
     writer.close()
 
     d = drivers[-1]
+    rerun = {c.query for c in d.calls[calls_before_rerun:]}
+    assert rerun and not rerun & {graph.CREATE_PAID, graph.DELETE_PAID, graph.MERGE_USED}  # what the graph holds: nothing rewritten
+    replaced = sorted(r["transaction_id"] for c in d.calls if c.query == graph.DELETE_PAID for r in c.params["rows"])
+    assert replaced == ["TX003", "TX004", "TX005"]  # only the newer versions replaced relationships; the older were skipped
     assert d.uri == "neo4j://graph.example:7687" and d.auth == ("neo4j", "s3cret")  # credentials not left in the URI
     assert len(drivers) == 2 and drivers[0].closed  # the failed connection was dropped, then a fresh one used
     schema = [c for c in d.calls if c.kind == "run" and c.query.startswith("CREATE")]
     assert [c.query for c in schema] == list(graph.NEO4J_SCHEMA)
     writes = [c for c in d.calls if c.kind == "tx.run"]
     assert writes and all(c.in_transaction and c.database == "fraud" for c in writes)
-    assert {c.query for c in writes} == {graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.MERGE_PAID, graph.MERGE_USED}
+    assert {c.query for c in writes} == {graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.FIND_PAID, graph.DELETE_PAID,
+                                         graph.CREATE_PAID, graph.FIND_USED, graph.MERGE_USED}  # fmt: skip
     assert max(len(c.params["rows"]) for c in writes) <= 4  # batched
-    first_block = [c.query for c in writes[:6]]
-    assert first_block.index(graph.MERGE_PAID) > first_block.index(graph.MERGE_MERCHANTS)  # nodes before relationships
+    first_block = [c.query for c in writes[:8]]
+    assert first_block.index(graph.CREATE_PAID) > first_block.index(graph.MERGE_MERCHANTS)  # nodes before relationships
     state = _ladybug_state(conn)
     assert state["paid"] == EXPECTED_PAID
     assert state["used"] == EXPECTED_USED

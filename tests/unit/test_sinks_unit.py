@@ -124,7 +124,7 @@ def test_clickhouse_ddl_uses_replacing_merge_tree_on_the_key() -> None:
     assert "`account_id` String" in text and "`_version` UInt64" in text
 
 
-def test_graph_batches_nodes_before_relationships() -> None:
+def test_graph_rows_of_a_block() -> None:
     from rayapp.sinks import graph
 
     schema = dataset_schema(Dataset.TRANSACTIONS)
@@ -136,11 +136,54 @@ def test_graph_batches_nodes_before_relationships() -> None:
         {"transaction_id": "T3", "account_id": None, "merchant_id": "M", "_version": T0},
     ]  # fmt: skip
     block = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
-    steps = dict(graph.graph_batches(block))
-    assert list(dict(graph.graph_batches(block))) == [graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.MERGE_PAID, graph.MERGE_USED]
-    assert steps[graph.MERGE_MERCHANTS].to_pylist() == [{"id": "M", "name": "new", "category": "x"}]  # newest version names it
-    assert steps[graph.MERGE_PAID]["transaction_id"].to_pylist() == ["T1", "T2"]  # T3 has no account: no edge
-    assert steps[graph.MERGE_USED].to_pylist() == [{"account_id": "A", "device_id": "D", "first_seen": T0, "last_seen": T0 + timedelta(hours=1)}]
+    g = graph.graph_rows(block)
+    assert g.accounts["id"].to_pylist() == ["A"] and g.devices["id"].to_pylist() == ["D"]
+    assert g.merchants.to_pylist() == [{"id": "M", "name": "new", "category": "x"}]  # newest version names it
+    assert g.paid["transaction_id"].to_pylist() == ["T1", "T2"]  # T3 has no account: no edge
+    assert g.paid["amount"].to_pylist() == [1.0, 2.0]  # Cypher has no decimals
+    assert g.used.to_pylist() == [{"account_id": "A", "device_id": "D", "first_seen": T0, "last_seen": T0 + timedelta(hours=1)}]
+
+
+def _paid(rows: list[tuple[str, str, str, datetime]]) -> pa.Table:
+    from rayapp.sinks import graph
+
+    return pa.Table.from_pylist([dict(zip(graph.PAID_HELD.names, r)) for r in rows], schema=graph.PAID_HELD)
+
+
+def test_plan_paid_creates_new_replaces_older_and_moved_skips_held() -> None:
+    from rayapp.sinks import graph
+
+    t1, t2 = T0, T0 + timedelta(hours=1)
+    incoming = _paid([("NEW", "A", "M", t1), ("OLDER", "A", "M", t2), ("SAME", "A", "M", t1), ("STALE", "A", "M", t1),
+                      ("MOVED", "B", "M", t2), ("DUP", "A", "M", t2)])  # fmt: skip
+    held = _paid([("OLDER", "A", "M", t1), ("SAME", "A", "M", t1), ("STALE", "A", "M", t2), ("MOVED", "A", "M", t1),
+                  ("DUP", "A", "M", t1), ("DUP", "A", "N", t1), ("ELSE", "Z", "M", t1)])  # fmt: skip
+    to_delete, to_create = graph.plan_paid(incoming, held)
+    assert sorted(to_create["transaction_id"].to_pylist()) == ["DUP", "MOVED", "NEW", "OLDER"]
+    assert sorted(to_delete.to_pylist(), key=lambda r: tuple(r.values())) == [
+        {"transaction_id": "DUP", "account_id": "A", "merchant_id": "M"}, {"transaction_id": "DUP", "account_id": "A", "merchant_id": "N"},
+        {"transaction_id": "MOVED", "account_id": "A", "merchant_id": "M"}, {"transaction_id": "OLDER", "account_id": "A", "merchant_id": "M"},
+    ]  # fmt: skip
+    # Nothing held: everything is created, nothing deleted; all held at this version: nothing at all.
+    to_delete, to_create = graph.plan_paid(incoming, graph.PAID_HELD.empty_table())
+    assert to_delete.num_rows == 0 and to_create.num_rows == incoming.num_rows
+    to_delete, to_create = graph.plan_paid(incoming, incoming)
+    assert to_delete.num_rows == 0 and to_create.num_rows == 0
+
+
+def test_plan_used_keeps_new_pairs_and_widened_ranges() -> None:
+    from rayapp.sinks import graph
+
+    def used(rows: list[tuple[str, str, datetime, datetime]]) -> pa.Table:
+        return pa.Table.from_pylist([dict(zip(graph.USED_HELD.names, r)) for r in rows], schema=graph.USED_HELD)
+
+    h = timedelta(hours=1)
+    incoming = used([("A", "D1", T0, T0 + h), ("A", "D2", T0 - h, T0), ("A", "D3", T0, T0 + 3 * h), ("A", "D4", T0, T0), ("B", "D1", T0, T0)])
+    held = used([("A", "D2", T0, T0), ("A", "D3", T0, T0 + 2 * h), ("A", "D4", T0 - h, T0 + h), ("Z", "D1", T0, T0)])
+    changed = graph.plan_used(incoming, held)
+    assert sorted((r["account_id"], r["device_id"]) for r in changed.to_pylist()) == [("A", "D1"), ("A", "D2"), ("A", "D3"), ("B", "D1")]
+    assert changed.schema == incoming.schema
+    assert graph.plan_used(incoming, incoming).num_rows == 0
 
 
 def test_with_prediction_version_is_the_later_change() -> None:
