@@ -41,8 +41,13 @@ def ddl(dataset: Dataset) -> str:
         cols.append(f"`{f.name}` {t}")
     return (
         f"CREATE TABLE IF NOT EXISTS {dataset.value} ({', '.join(cols)}) "
-        f"ENGINE = ReplacingMergeTree(_version) ORDER BY ({', '.join(keys)})"
+        f"ENGINE = ReplacingMergeTree(_version) ORDER BY ({', '.join(keys)}) SETTINGS {PART_SETTINGS}"
     )
+
+
+# Inserted parts (a batch is ~15 MB) stay in the compact format — one file rather than two per
+# column — until merges make them large: measured ~1.5x faster inserts on chDB.
+PART_SETTINGS = "min_bytes_for_wide_part = 268435456"
 
 
 def client_for(url: str) -> Any:
@@ -79,6 +84,7 @@ class ClickHouseSink(StoreSink):
             self._client = client_for(self.url)
         for d in self.datasets:
             self._client.command(ddl(d))
+            self._client.command(f"ALTER TABLE {d.value} MODIFY SETTING {PART_SETTINGS}")  # tables made before it
 
     def write(self, dataset: Dataset, block: pa.Table) -> int:
         if dataset not in self.datasets:
