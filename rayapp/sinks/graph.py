@@ -35,8 +35,8 @@ MERGE_MERCHANTS = "UNWIND $rows AS r MERGE (m:Merchant {id: r.id}) SET m.name = 
 # A payment is keyed by its transaction id wherever it hangs: FIND_PAID returns what the graph holds
 # for a batch's ids, `plan_paid` decides which rows are new or newer (or moved to other endpoints),
 # and those go through DELETE_PAID (the rels they replace) and CREATE_PAID. Equal or older versions
-# are skipped, so a re-run writes nothing. (A `MERGE … SET` of the five properties was measured at
-# ~4x the cost on Ladybug: setting properties on a relationship is its slowest write.)
+# are skipped, so a re-run writes nothing. (A `MERGE … SET` of the five properties measured 1.5–2.5x
+# the cost on Ladybug: setting properties on a relationship is its slowest write.)
 # Separate MATCH clauses (not `MATCH (a), (m)`): Ladybug plans the comma form as a cross product.
 FIND_PAID = """UNWIND $rows AS id
 MATCH (a:Account)-[p:PAID {transaction_id: id}]->(m:Merchant)
@@ -121,7 +121,7 @@ def graph_rows(block: pa.Table) -> GraphRows:
 PAID_HELD = pa.schema([("transaction_id", pa.string()), ("account_id", pa.string()), ("merchant_id", pa.string()), ("version", UTC_US)])
 USED_HELD = pa.schema([("account_id", pa.string()), ("device_id", pa.string()), ("first_seen", UTC_US), ("last_seen", UTC_US)])
 ENDPOINTS = ["transaction_id", "account_id", "merchant_id"]
-# Rows per statement within a write transaction: Ladybug's parameter binding costs ~1.5x more per
+# Rows per statement within a write transaction: Ladybug's parameter binding costs ~1.25x more per
 # row for a 100k-row list than for 10k-row ones, and 10k is Neo4j's usual UNWIND batch too.
 STATEMENT_ROWS = 10_000
 
@@ -168,8 +168,7 @@ def write_graph(tx: Any, rows: GraphRows) -> None:
     """Every statement for one block, in order (nodes before relationships), on ``tx``: a
     transaction of either backend, with ``run(query, rows)``, ``table(query, rows, schema)`` and
     ``records(table)`` (Arrow rows as that backend's parameter values)."""
-    accounts = rows.accounts["id"].to_pylist()
-    tx.run(MERGE_ACCOUNTS, accounts)
+    tx.run(MERGE_ACCOUNTS, rows.accounts["id"].to_pylist())
     tx.run(MERGE_MERCHANTS, tx.records(rows.merchants))
     tx.run(MERGE_DEVICES, rows.devices["id"].to_pylist())
     if rows.paid.num_rows:
