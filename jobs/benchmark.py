@@ -5,33 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rayapp.jobkit import JobContext, JobResult, job_parser, run_job
+from rayapp.jobkit import Job, JobContext, JobResult
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = job_parser("benchmark", DESCRIPTION)
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default 1000000)")
     p.add_argument("--files", type=int, default=8, help="landing files (default 8)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep", action="store_true", help="keep the scratch lake under <data_dir>/bench/work")
-    return p
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.bench import run_benchmark
     from rayapp.errors import RayappError
+    from rayapp.tools.bench import run_benchmark
+    from serve.app import deploy
 
     if args.rows < 1 or args.files < 1:
         raise RayappError("benchmark: --rows and --files must be ≥ 1")
-    from serve.app import deploy
-
     report = run_benchmark(ctx.settings, args.rows, args.files, args.seed, keep=args.keep, deploy_models=deploy)
     lines = [f"benchmark at {report['rows']} rows on {report['machine']['cpus']} CPUs:"]
     lines += [f"  {s['stage']:<24} {s['rows']:>10} rows {s['seconds']:>8.2f}s {s['rows_per_s']:>10} rows/s" for s in report["stages"]]
     lines.append(f"bronze_to_silver time / polars reference time: {report['bronze_to_silver_vs_polars']}x")
     if report.get("serve_vs_inline_scoring") is not None:
         lines.append(f"scoring job through Serve / inline: {report['serve_vs_inline_scoring']}x; "
-                     f"scoring step alone: {report['serve_vs_inline_scoring_step']}x")
+                     f"scoring step alone: {report['serve_vs_inline_scoring_step']}x")  # fmt: skip
     lines.append(f"report: {report['report_path']}")
     return JobResult(
         counts={f"{s['stage']}_rows_per_s": s["rows_per_s"] for s in report["stages"]},
@@ -40,12 +37,9 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     )
 
 
-def entrypoint(argv: list[str]) -> int:
-    return run_job("benchmark", argv, _parser(), _body)
-
-
 DESCRIPTION = "Time each stage on generated data; prints rows/s and writes <data_dir>/bench/*.json"
-JOB = (entrypoint, DESCRIPTION)
+SPEC = Job("benchmark", DESCRIPTION, _body, _arguments)
+JOB = (SPEC.entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
-    sys.exit(entrypoint(sys.argv[1:]))
+    sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -5,28 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rayapp.jobkit import JobContext, JobResult, job_parser, run_job
-
-
-def _parser() -> argparse.ArgumentParser:
-    return job_parser("clickhouse_to_vectors", DESCRIPTION)
+from rayapp.jobkit import Job, JobContext, JobResult
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.pipelines.backfill import rebuild_from_clickhouse
+    from rayapp.publish.backfill import rebuild_from_clickhouse
 
-    res = rebuild_from_clickhouse(ctx.settings, ctx.ledger, ctx.run_id, "vector")
+    res = rebuild_from_clickhouse(ctx.lake, ctx.ledger, ctx.run_id, "vector")
     c = res.counts
-    summary = f"{c['rows_read']} ClickHouse transactions read; vector written {c['vector.written']}, failed {c['vector.failed']} ({res.details['target']})"
-    return JobResult(counts=c, details=res.details, status=res.status, summary=summary)
-
-
-def entrypoint(argv: list[str]) -> int:
-    return run_job("clickhouse_to_vectors", argv, _parser(), _body)
+    return JobResult.of(res, f"{c['rows_read']} ClickHouse transactions read; vector written {c['vector.written']}, failed {c['vector.failed']} ({res.details['target']})")
 
 
 DESCRIPTION = "Backfill: rebuild the vectors store from ClickHouse (FINAL rows, read with Ray Data)"
-JOB = (entrypoint, DESCRIPTION)
+SPEC = Job("clickhouse_to_vectors", DESCRIPTION, _body)
+JOB = (SPEC.entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
-    sys.exit(entrypoint(sys.argv[1:]))
+    sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -6,11 +6,10 @@ import argparse
 import sys
 from datetime import datetime, timezone
 
-from rayapp.jobkit import JobContext, JobResult, job_parser, run_job
+from rayapp.jobkit import Job, JobContext, JobResult
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = job_parser("generate", DESCRIPTION)
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=100_000, help="total records to write (default 100000)")
     p.add_argument("--seed", type=int, default=42, help="same seed => same bytes (default 42)")
     p.add_argument("--files", type=int, default=8, help="number of files (default 8)")
@@ -18,13 +17,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="landing URI: folder or s3://bucket/prefix (default: RAYAPP_LANDING_URI)")
     p.add_argument("--start", default="2025-01-01", help="first event date, UTC (default 2025-01-01)")
     p.add_argument("--days", type=int, default=30, help="days of events (default 30)")
-    return p
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.datagen import GenSpec
     from rayapp.errors import RayappError
     from rayapp.pipelines.generate import generate
+    from rayapp.tools.datagen import GenSpec
 
     try:
         start = datetime.fromisoformat(args.start).replace(tzinfo=timezone.utc)
@@ -35,7 +33,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     except ValueError as exc:
         raise RayappError(f"generate: {exc}") from None
     out = args.out or ctx.settings.landing
-    files = generate(ctx.settings, spec, out)
+    files = generate(ctx.lake, spec, out)
     rows = sum(f.rows for f in files)
     return JobResult(
         counts={"rows_written": rows, "files_written": len(files)},
@@ -44,12 +42,9 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     )
 
 
-def entrypoint(argv: list[str]) -> int:
-    return run_job("generate", argv, _parser(), _body)
-
-
 DESCRIPTION = "Write deterministic synthetic transaction files (CSV/JSONL/Parquet) to a landing zone"
-JOB = (entrypoint, DESCRIPTION)
+SPEC = Job("generate", DESCRIPTION, _body, _arguments)
+JOB = (SPEC.entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
-    sys.exit(entrypoint(sys.argv[1:]))
+    sys.exit(SPEC.entrypoint(sys.argv[1:]))

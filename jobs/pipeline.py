@@ -1,4 +1,8 @@
-"""Job `pipeline`: every stage in order under one pipeline run id (resume, select, dry run)."""
+"""Job `pipeline`: every stage in order under one pipeline run id (resume, select, dry run).
+
+Each stage is called with this run's Settings object (built once) and its own options: no
+argv round trip between stages.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ import argparse
 import importlib
 import sys
 
-from rayapp.jobkit import JobContext, JobResult, job_parser, run_job, settings_argv
+from rayapp.jobkit import Job, JobContext, JobResult
 
 #: Stage order; a stage whose job module does not exist (yet) is left out.
 STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions", "publish")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = job_parser("pipeline", DESCRIPTION)
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landing", help="landing URI for ingest (default: RAYAPP_LANDING_URI)")
     p.add_argument("--retrain", action="store_true", help="train a new fraud model even when one exists")
     p.add_argument("--resume", action="store_true", help="continue the last failed pipeline run from its failed stage")
@@ -21,27 +24,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", action="append", default=[], metavar="STAGE", help="skip these stages (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--score-mode", choices=("serve", "inline"), default="serve", help="score_transactions --mode")
-    return p
+
+
+def _stage_options(name: str, args: argparse.Namespace) -> dict[str, object]:
+    if name == "ingest":
+        return {"landing": args.landing}
+    if name == "score_transactions":
+        return {"mode": args.score_mode}
+    return {}
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.errors import RayappError
+    from rayapp.model_store import has_model
     from rayapp.orchestrate import Stage, describe, resume_point, run_stages, select
-    from rayapp.pipelines.train import model_root
 
     stages: list[Stage] = []
     for name in STAGES:
         try:
-            module = importlib.import_module(f"jobs.{name}")
+            spec: Job = importlib.import_module(f"jobs.{name}").SPEC
         except ModuleNotFoundError:
             continue
-        argv: list[str] = []
-        if name == "ingest" and args.landing:
-            argv = ["--landing", args.landing]
-        if name == "score_transactions":
-            argv = ["--mode", args.score_mode]
-        stage = Stage(name, module.JOB[0], argv)
-        if name == "train_fraud_model" and not args.retrain and (model_root(ctx.settings) / "latest").is_file():
+        options = _stage_options(name, args)
+        stage_args = spec.options(**options)
+
+        def run(parent: str, spec: Job = spec, stage_args: argparse.Namespace = stage_args) -> int:
+            return spec.execute(ctx.settings, stage_args, parent_run_id=parent)
+
+        stage = Stage(name, run, options)
+        if name == "train_fraud_model" and not args.retrain and has_model(ctx.settings):
             stage.skip_reason = "a model exists (use --retrain)"
         stages.append(stage)
     select(stages, args.only, args.skip)
@@ -54,7 +65,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     plan = describe(stages)
     if args.dry_run:
         return JobResult(details={"plan": plan, "dry_run": True}, summary=f"pipeline plan:\n{plan}")
-    outcome = run_stages(stages, settings_argv(args), ctx.run_id)
+    outcome = run_stages(stages, ctx.run_id)
     if outcome.failed:
         raise RayappError(f"stage {outcome.failed} failed; later stages did not run (fix it, then `rayapp run pipeline --resume`)")
     ran = [s["stage"] for s in outcome.stages if s["status"] == "succeeded"]
@@ -65,12 +76,9 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     )
 
 
-def entrypoint(argv: list[str]) -> int:
-    return run_job("pipeline", argv, _parser(), _body)
-
-
 DESCRIPTION = "Run ingest -> bronze_to_silver -> silver_to_gold -> train (if needed) -> score -> publish"
-JOB = (entrypoint, DESCRIPTION)
+SPEC = Job("pipeline", DESCRIPTION, _body, _arguments)
+JOB = (SPEC.entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
-    sys.exit(entrypoint(sys.argv[1:]))
+    sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -5,40 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rayapp.jobkit import JobContext, JobResult, job_parser, run_job
+from rayapp.jobkit import Job, JobContext, JobResult
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = job_parser("silver_to_gold", DESCRIPTION)
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-refresh", action="store_true", help="recompute every date")
-    return p
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.pipelines.silver import SILVER, silver_to_gold
+    from rayapp.pipelines.gold import silver_to_gold
 
-    res = silver_to_gold(ctx.settings, ctx.ledger, ctx.run_id, full_refresh=args.full_refresh)
+    res = silver_to_gold(ctx.lake, ctx.ledger, ctx.run_id, full_refresh=args.full_refresh)
     c = res.counts
     summary = (
         f"silver version {res.silver_version}: {res.dates} date(s) recomputed; "
         f"{c.get('daily_account_activity_rows', 0)} daily_account_activity rows, "
         f"{c.get('merchant_daily_stats_rows', 0)} merchant_daily_stats rows"
     )
-    return JobResult(
-        counts=c,
-        versions_read={SILVER: res.silver_version},
-        versions_written=res.versions,
-        details={"full_refresh": args.full_refresh},
-        summary=summary,
-    )
-
-
-def entrypoint(argv: list[str]) -> int:
-    return run_job("silver_to_gold", argv, _parser(), _body)
+    return JobResult.of(res, summary)
 
 
 DESCRIPTION = "Silver -> gold: daily account activity and merchant stats, recomputed for touched dates"
-JOB = (entrypoint, DESCRIPTION)
+SPEC = Job("silver_to_gold", DESCRIPTION, _body, _arguments)
+JOB = (SPEC.entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
-    sys.exit(entrypoint(sys.argv[1:]))
+    sys.exit(SPEC.entrypoint(sys.argv[1:]))

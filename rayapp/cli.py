@@ -1,7 +1,9 @@
-"""The ``rayapp`` command: list and run jobs, show the run ledger, run the demo.
+"""The ``rayapp`` command: list and run jobs, show the run ledger, run the demo, serve the models.
 
 Jobs are discovered at run time from the ``jobs`` package (every module not starting with
-``_`` that exposes ``JOB = (entrypoint, description)``); the library never imports them.
+``_`` that exposes ``JOB = (entrypoint, description)``, and ``SPEC``, its :class:`Job`); the
+library never imports them. Settings are built once here, from the options given before and
+after the subcommand, and handed to the job.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from types import ModuleType
 from typing import Callable, NoReturn
 
 from rayapp.errors import ConfigError, RayappError
-from rayapp.jobkit import settings_argv
+from rayapp.jobkit import Job, merge_settings_options, settings_from_args
 
 JobEntry = tuple[Callable[[list[str]], int], str]
 
@@ -34,18 +36,42 @@ def _jobs_package() -> ModuleType:
         raise RayappError("the `jobs` package is not importable: run rayapp from the repository root or install it") from None
 
 
+def _job_modules() -> dict[str, ModuleType]:
+    pkg = _jobs_package()
+    out: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            out[info.name] = importlib.import_module(f"jobs.{info.name}")
+    return out
+
+
 def discover_jobs() -> dict[str, JobEntry]:
     """Every job module in ``jobs/`` by name (importing a job module does no work)."""
-    pkg = _jobs_package()
     found: dict[str, JobEntry] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"jobs.{info.name}")
+    for name, module in _job_modules().items():
         job = getattr(module, "JOB", None)
         if isinstance(job, tuple) and len(job) == 2 and callable(job[0]):
-            found[info.name] = (job[0], str(job[1]))
+            found[name] = (job[0], str(job[1]))
     return found
+
+
+def discover_specs() -> dict[str, Job]:
+    """The :class:`Job` of every job module that declares one."""
+    return {name: spec for name, m in _job_modules().items() if isinstance(spec := getattr(m, "SPEC", None), Job)}
+
+
+def _run_spec(spec: Job, outer: argparse.Namespace, job_args: list[str]) -> int:
+    """Parse the job's own arguments, build Settings once from both sets of options, execute."""
+    try:
+        args = spec.parser().parse_args(job_args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        settings = settings_from_args(merge_settings_options(outer, args))
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    return spec.execute(settings, args, debug=bool(getattr(args, "debug", False)))
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -61,8 +87,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.job not in jobs:
         sys.stderr.write(f"error: unknown job {args.job!r}; known jobs: {', '.join(jobs)}\n")
         return 2
-    entry, _ = jobs[args.job]
-    return entry(settings_argv(args) + list(args.job_args))
+    spec = discover_specs().get(args.job)
+    if spec is not None:
+        return _run_spec(spec, args, list(args.job_args))
+    entry, _ = jobs[args.job]  # a job module without a SPEC: hand it everything as argv
+    return entry(_settings_argv(args) + list(args.job_args))
+
+
+def _settings_argv(args: argparse.Namespace) -> list[str]:
+    out: list[str] = ["--config", args.config] if args.config else []
+    for item in args.overrides:
+        out += ["--set", item]
+    out += ["--data-dir", args.data_dir] if args.data_dir else []
+    return out + (["--lake-uri", args.lake_uri] if args.lake_uri else [])
 
 
 def _fmt_ts(ts: datetime | None) -> str:
@@ -70,14 +107,12 @@ def _fmt_ts(ts: datetime | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rayapp import lake
-    from rayapp.jobkit import settings_from_args
+    from rayapp.lake import Lake
     from rayapp.ledger import Ledger
 
-    settings = settings_from_args(args)
-
-    lake.check_reachable(settings)
-    ledger = Ledger(settings)
+    lake = Lake(settings_from_args(args))
+    lake.check_reachable()
+    ledger = Ledger(lake)
     if args.run_id:
         rec = ledger.get_run(args.run_id)
         if rec is None:
@@ -104,38 +139,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rayapp.demo import run_demo
+    from rayapp.tools.demo import run_demo
 
-    return run_demo(args.rows, args.seed, args.files, settings_argv(args), discover_jobs())
+    return run_demo(settings_from_args(args), args.rows, args.seed, args.files, discover_specs())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Deploy the Serve application (models + HTTP) and keep it up until Ctrl-C."""
-    import time
-
-    from rayapp.jobkit import settings_from_args
-    from rayapp.runtime import ensure_ray
-
-    settings = settings_from_args(args, {"serve_port": args.port})
-    try:
-        app = importlib.import_module("serve.app")
-    except ModuleNotFoundError:
-        raise RayappError("the `serve` package is not importable: run rayapp from the repository root") from None
-    ensure_ray(settings)
-    try:
-        version = app.deploy(settings, args.model_version)
-    except FileNotFoundError as exc:
-        raise RayappError(str(exc)) from None
-    base = f"http://127.0.0.1:{settings.serve_port}"
-    print(f"serving fraud model {version} and the embedder at {base}")
-    print(f"  curl {base}/healthz   curl {base}/models")
-    print(f"  curl -X POST {base}/embed -d '{{\"texts\": [\"card purchase\"]}}'")
-    print("Ctrl-C stops it.")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
+    """Deploy the Serve application (models + HTTP) through the ``serve_models`` job."""
+    spec = discover_specs().get("serve_models")
+    if spec is None:
+        raise RayappError("no serve_models job in the jobs package")
+    job_args = [*(["--model-version", args.model_version] if args.model_version else []), *(["--detach"] if args.detach else [])]
+    if args.port:
+        job_args += ["--set", f"serve_port={args.port}"]
+    return _run_spec(spec, args, job_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="TOML settings file (default: $RAYAPP_CONFIG)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--data-dir", help="override RAYAPP_DATA_DIR")
+    p.add_argument("--lake-uri", help="override RAYAPP_LAKE_URI")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("jobs", help="list jobs").set_defaults(fn=cmd_jobs)
     r = sub.add_parser("run", help="run a job: rayapp run <job> [args...]")
@@ -158,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the models (FraudScorer, Embedder) and their HTTP API locally")
     sv.add_argument("--port", type=int, help="HTTP port (default: RAYAPP_SERVE_PORT, 8000)")
     sv.add_argument("--model-version", help="fraud model version (default: latest)")
+    sv.add_argument("--detach", action="store_true", help="return once deployed (the app lives as long as its Ray cluster)")
     sv.set_defaults(fn=cmd_serve)
     d = sub.add_parser("demo", help="generate data and run the pipeline on embedded defaults")
     d.add_argument("--rows", type=int, default=200_000)

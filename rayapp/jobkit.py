@@ -1,11 +1,18 @@
-"""What every job shares: argument parsing, settings, logging, Ray, the ledger record, exit codes.
+"""What every job shares: a :class:`Job` spec (arguments, body), settings built once, logging,
+Ray, the ledger record and exit codes.
 
 A job module stays thin::
 
-    def entrypoint(argv):
-        parser = job_parser("ingest", "Append new landing files to bronze")
-        parser.add_argument("--landing")
-        return run_job("ingest", argv, parser, _body, overrides=lambda a: {"landing_uri": a.landing})
+    def _body(ctx: JobContext, args: Namespace) -> JobResult:
+        res = ingest(ctx.lake, ctx.ledger, ctx.run_id, args.landing)
+        return JobResult.of(res, summary=...)
+
+    SPEC = Job("ingest", "Append new landing files to bronze", _body, arguments=_arguments)
+    JOB = (SPEC.entrypoint, SPEC.description)
+
+``SPEC.entrypoint(argv)`` (``python -m jobs.ingest`` / ``ray job submit``) parses the settings
+options and builds Settings once; the CLI, ``pipeline`` and ``demo`` build Settings themselves and
+call ``SPEC.execute(settings, args)``: no argv round trip.
 """
 
 from __future__ import annotations
@@ -14,27 +21,32 @@ import argparse
 import logging
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NoReturn
 
 from rayapp import logs
 from rayapp.errors import ConfigError, RayappError
-from rayapp.ledger import Ledger, RunRecord, new_run_id, utcnow
-from rayapp.settings import Settings, load_settings, redact_url
+from rayapp.lake import Lake
+from rayapp.ledger import Ledger, RunRecord, StageResult, new_run_id, utcnow
+from rayapp.settings import Settings, load_settings
+from rayapp.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
+#: Argument names every job parser has (settings options and bookkeeping), not the job's own.
+SETTINGS_OPTIONS = ("config", "overrides", "data_dir", "lake_uri")
 
-@dataclass
-class JobResult:
-    """What a job body returns: recorded in the ledger and summarised on stdout."""
 
-    counts: dict[str, int] = field(default_factory=dict)
-    versions_read: dict[str, int] = field(default_factory=dict)
-    versions_written: dict[str, int] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    status: str = "succeeded"
+@dataclass(kw_only=True)
+class JobResult(StageResult):
+    """What a job body returns: a stage's result plus the line(s) printed for the user."""
+
     summary: str = ""
+
+    @classmethod
+    def of(cls, res: StageResult, summary: str = "") -> "JobResult":
+        return cls(counts=res.counts, versions_read=res.versions_read, versions_written=res.versions_written,
+                   details=res.details, status=res.status, summary=summary)  # fmt: skip
 
 
 @dataclass
@@ -42,6 +54,7 @@ class JobContext:
     job: str
     run_id: str
     settings: Settings
+    lake: Lake
     ledger: Ledger
     parent_run_id: str | None = None
 
@@ -77,22 +90,10 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def settings_argv(args: argparse.Namespace) -> list[str]:
-    """The settings options of ``args`` as arguments to hand on to another job."""
-    out: list[str] = []
-    if getattr(args, "config", None):
-        out += ["--config", args.config]
-    for item in args.overrides:
-        out += ["--set", item]
-    if getattr(args, "data_dir", None):
-        out += ["--data-dir", args.data_dir]
-    if getattr(args, "lake_uri", None):
-        out += ["--lake-uri", args.lake_uri]
-    return out
-
-
 def settings_from_args(args: argparse.Namespace, extra: Mapping[str, Any] | None = None) -> Settings:
-    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    """Settings from the settings options of ``args`` (``--config``, ``--set``, ``--data-dir``,
+    ``--lake-uri``) plus ``extra`` overrides."""
+    overrides: dict[str, Any] = parse_overrides(getattr(args, "overrides", None) or [])
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     if getattr(args, "lake_uri", None):
@@ -101,77 +102,109 @@ def settings_from_args(args: argparse.Namespace, extra: Mapping[str, Any] | None
     return load_settings(getattr(args, "config", None), overrides)
 
 
+def merge_settings_options(outer: argparse.Namespace, inner: argparse.Namespace) -> argparse.Namespace:
+    """The settings options given before a subcommand (``outer``) and after it (``inner``, which wins)."""
+    return argparse.Namespace(
+        config=getattr(inner, "config", None) or getattr(outer, "config", None),
+        overrides=[*(getattr(outer, "overrides", None) or []), *(getattr(inner, "overrides", None) or [])],
+        data_dir=getattr(inner, "data_dir", None) or getattr(outer, "data_dir", None),
+        lake_uri=getattr(inner, "lake_uri", None) or getattr(outer, "lake_uri", None),
+    )
+
+
 def fail(message: str, code: int = 1) -> int:
     sys.stderr.write(f"error: {message}\n")
     return code
 
 
-def run_job(
-    job: str,
-    argv: list[str],
-    parser: argparse.ArgumentParser,
-    body: Callable[[JobContext, argparse.Namespace], JobResult],
-    *,
-    overrides: Callable[[argparse.Namespace], Mapping[str, Any]] | None = None,
-    needs_ray: bool = True,
-) -> int:
-    """Parse, configure, run ``body`` under a ledger record, and turn failures into exit codes.
+@dataclass(frozen=True)
+class Job:
+    """A job: its name, description, arguments and body (see the module docstring)."""
 
-    Returns:
-        0 on success (or a partial run), 1 when the job failed, 2 for bad arguments or settings.
-    """
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        settings = settings_from_args(args, overrides(args) if overrides else None)
-    except ConfigError as exc:
-        return fail(str(exc), 2)
-    logs.configure(settings.log_format.value, "DEBUG" if args.debug else settings.log_level)
-    run_id = new_run_id(job)
-    logs.bind(run_id=run_id, stage=job)
-    ledger = Ledger(settings)
-    record = RunRecord(run_id=run_id, job=job, started_at=utcnow(), parent_run_id=args.parent_run_id, args=_safe_args(args))
-    try:
-        from rayapp import lake
+    name: str
+    description: str
+    body: Callable[[JobContext, argparse.Namespace], JobResult]
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    needs_ray: bool = True
 
-        lake.check_reachable(settings)
-    except RayappError as exc:
-        return fail(str(exc))
-    try:
-        ledger.record_run(record)
-        if needs_ray:
-            from rayapp.runtime import ensure_ray
+    def parser(self) -> JobArgumentParser:
+        p = job_parser(self.name, self.description)
+        if self.arguments is not None:
+            self.arguments(p)
+        return p
 
-            ensure_ray(settings)
-        ctx = JobContext(job, run_id, settings, ledger, args.parent_run_id)
-        result = body(ctx, args)
-    except KeyboardInterrupt:
-        _finish(ledger, record, "failed", error="interrupted")
-        return fail(f"{job} interrupted", 130)
-    except RayappError as exc:
-        _finish(ledger, record, "failed", error=str(exc))
-        return fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
-        message = _one_line(exc)
-        logger.debug("%s failed", job, exc_info=True)
-        _finish(ledger, record, "failed", error=message)
-        if args.debug:
-            traceback.print_exc()
-        return fail(f"{job} failed: {message} (run {run_id}; add --debug for the traceback)")
-    record.counts = result.counts
-    record.versions_read = result.versions_read
-    record.versions_written = result.versions_written
-    record.details = result.details
-    _finish(ledger, record, result.status)
-    from rayapp.metrics import record_run
+    def options(self, **values: Any) -> argparse.Namespace:
+        """The job's arguments with their defaults, ``values`` set on top (unknown names are refused)."""
+        ns = self.parser().parse_args([])
+        unknown = sorted(set(values) - set(vars(ns)))
+        if unknown:
+            raise ConfigError(f"{self.name}: unknown option {unknown[0]!r}")
+        for k, v in values.items():
+            setattr(ns, k, v)
+        return ns
 
-    record_run(job, result.status, record.duration_s or 0.0, result.counts)
-    if result.summary:
-        print(result.summary)
-    print(f"{job}: {result.status} (run {run_id})")
-    return 0
+    def entrypoint(self, argv: list[str]) -> int:
+        """``python -m jobs.<name>`` / ``ray job submit``: parse, build Settings once, execute."""
+        try:
+            args = self.parser().parse_args(argv)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        try:
+            settings = settings_from_args(args)
+        except ConfigError as exc:
+            return fail(str(exc), 2)
+        return self.execute(settings, args, debug=args.debug)
+
+    def execute(self, settings: Settings, args: argparse.Namespace, *, parent_run_id: str | None = None, debug: bool = False) -> int:
+        """Run the body under a ledger record; failures become exit codes.
+
+        Returns:
+            0 on success (or a partial run), 1 when the job failed, 2 for bad arguments or settings.
+        """
+        parent_run_id = parent_run_id or getattr(args, "parent_run_id", None)
+        logs.configure(settings.log_format.value, "DEBUG" if debug else settings.log_level)
+        run_id = new_run_id(self.name)
+        logs.bind(run_id=run_id, stage=self.name)
+        lake = Lake(settings)
+        ledger = Ledger(lake)
+        record = RunRecord(run_id=run_id, job=self.name, started_at=utcnow(), parent_run_id=parent_run_id,
+                           args={**_safe_args(args), "settings": settings.redacted()})  # fmt: skip
+        try:
+            lake.check_reachable()
+        except RayappError as exc:
+            return fail(str(exc))
+        try:
+            ledger.record_run(record)
+            if self.needs_ray:
+                from rayapp.runtime import ensure_ray
+
+                ensure_ray(settings)
+            result = self.body(JobContext(self.name, run_id, settings, lake, ledger, parent_run_id), args)
+        except KeyboardInterrupt:
+            _finish(ledger, record, "failed", error="interrupted")
+            return fail(f"{self.name} interrupted", 130)
+        except RayappError as exc:
+            _finish(ledger, record, "failed", error=str(exc))
+            return fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
+            message = _one_line(exc)
+            logger.debug("%s failed", self.name, exc_info=True)
+            _finish(ledger, record, "failed", error=message)
+            if debug:
+                traceback.print_exc()
+            return fail(f"{self.name} failed: {message} (run {run_id}; add --debug for the traceback)")
+        record.counts = result.counts
+        record.versions_read = result.versions_read
+        record.versions_written = result.versions_written
+        record.details = result.details
+        _finish(ledger, record, result.status)
+        from rayapp.metrics import record_run
+
+        record_run(self.name, result.status, record.duration_s or 0.0, result.counts)
+        if result.summary:
+            print(result.summary)
+        print(f"{self.name}: {result.status} (run {run_id})")
+        return 0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -193,6 +226,8 @@ def _finish(ledger: Ledger, record: RunRecord, status: str, error: str | None = 
 def _safe_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in vars(args).items():
+        if k in ("config", "data_dir", "lake_uri", "debug"):
+            continue  # the settings they made are recorded whole
         if k == "overrides":
             v = [item.split("=", 1)[0] + "=***" if _secretish(item) else item for item in v]
         elif isinstance(v, str) and "://" in v:

@@ -1,8 +1,12 @@
-"""The run ledger: Delta tables under ``<lake>/_ledger`` recording runs, ingested files and
-dead letters (batches a store refused, kept as Parquet files until replayed).
+"""The run ledger: Delta tables under ``<lake>/_ledger`` recording runs, ingested files,
+dead letters (batches a store refused, kept as Parquet files until replayed) and watermarks.
 
 ``runs`` gets a ``running`` record when a job starts and its final record when it ends
 (the newest record per run id wins), so a run killed mid-way still shows up.
+
+A **watermark** is how far a stage has read a source table (a Delta version), keyed by the
+stage's name — never by a job file name — and written by the stage itself once its commits are
+in, so the next run of the stage starts where this one ended.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp import lake
-from rayapp.schema import DLQ_SCHEMA, FILES_SCHEMA, RUNS_SCHEMA
-from rayapp.settings import Settings
+from rayapp.catalog import DLQ_SCHEMA, FILES_SCHEMA, LEDGER_DLQ, LEDGER_FILES, LEDGER_RUNS, LEDGER_WATERMARKS, RUNS_SCHEMA, WATERMARKS_SCHEMA
+from rayapp.lake import Lake
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,17 @@ def utcnow() -> datetime:
 def new_run_id(job: str, now: datetime | None = None) -> str:
     ts = (now or utcnow()).strftime("%Y%m%dT%H%M%S")
     return f"{job}-{ts}-{secrets.token_hex(3)}"
+
+
+@dataclass(kw_only=True)
+class StageResult:
+    """What a stage returns: recorded in its run record (pipelines fill it; jobs only summarise)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    versions_read: dict[str, int] = field(default_factory=dict)
+    versions_written: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "succeeded"
 
 
 @dataclass
@@ -107,24 +121,21 @@ class FileRecord:
 class Ledger:
     """Reads and appends the ledger tables of one lake."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.runs_uri = settings.table_uri("_ledger", "runs")
-        self.files_uri = settings.table_uri("_ledger", "files")
-        self.dlq_uri = settings.table_uri("_ledger", "dlq")
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.runs_uri = lake.uri(LEDGER_RUNS)
 
     def dlq_file_uri(self, run_id: str, store: str, name: str) -> str:
         """Where a dead-letter batch's Parquet file lives."""
-        return self.settings.table_uri("_ledger", "dlq_files", run_id, store, name)
+        return self.lake.path("_ledger", "dlq_files", run_id, store, name)
 
     # -- runs --
     def record_run(self, record: RunRecord) -> None:
-        table = pa.Table.from_pylist([record.to_row()], schema=RUNS_SCHEMA)
-        lake.append_table(self.settings, self.runs_uri, table)
+        self.lake.append(LEDGER_RUNS, pa.Table.from_pylist([record.to_row()], schema=RUNS_SCHEMA))
 
     def runs(self, job: str | None = None, limit: int | None = None) -> list[RunRecord]:
         """Latest record of each run, newest first."""
-        table = lake.read_table(self.settings, self.runs_uri)
+        table = self.lake.read(LEDGER_RUNS)
         if table.num_rows == 0:
             return []
         if job is not None:
@@ -153,7 +164,7 @@ class Ledger:
     # -- landing files --
     def known_files(self) -> dict[tuple[str, str], str]:
         """``(path, checksum) -> status`` of every landing file recorded so far."""
-        table = lake.read_table(self.settings, self.files_uri, columns=["path", "checksum", "status"])
+        table = self.lake.read(LEDGER_FILES, columns=["path", "checksum", "status"])
         if table.num_rows == 0:
             return {}
         out: dict[tuple[str, str], str] = {}
@@ -163,7 +174,7 @@ class Ledger:
         return out
 
     def recorded_runs_with_files(self) -> set[str]:
-        table = lake.read_table(self.settings, self.files_uri, columns=["run_id"])
+        table = self.lake.read(LEDGER_FILES, columns=["run_id"])
         return set(table["run_id"].to_pylist()) if table.num_rows else set()
 
     def record_files(self, files: list[FileRecord]) -> None:
@@ -171,7 +182,7 @@ class Ledger:
             return
         now = utcnow()
         rows = [{**f.__dict__, "recorded_at": now} for f in files]
-        lake.append_table(self.settings, self.files_uri, pa.Table.from_pylist(rows, schema=FILES_SCHEMA))
+        self.lake.append(LEDGER_FILES, pa.Table.from_pylist(rows, schema=FILES_SCHEMA))
 
     # -- dead letters --
     def record_dead_letters(self, letters: list[DeadLetter]) -> None:
@@ -179,11 +190,11 @@ class Ledger:
             return
         now = utcnow()
         rows = [{**d.__dict__, "recorded_at": now} for d in letters]
-        lake.append_table(self.settings, self.dlq_uri, pa.Table.from_pylist(rows, schema=DLQ_SCHEMA))
+        self.lake.append(LEDGER_DLQ, pa.Table.from_pylist(rows, schema=DLQ_SCHEMA))
 
     def dead_letters(self, store: str | None = None, status: str | None = "pending") -> list[DeadLetter]:
         """The latest record of each dead letter (oldest first), optionally by store and status."""
-        table = lake.read_table(self.settings, self.dlq_uri)
+        table = self.lake.read(LEDGER_DLQ)
         if table.num_rows == 0:
             return []
         latest: dict[str, dict[str, Any]] = {}
@@ -192,6 +203,27 @@ class Ledger:
         out = [DeadLetter(**{k: v for k, v in r.items() if k != "recorded_at"}) for r in latest.values()]
         out = [d for d in out if (store is None or d.store == store) and (status is None or d.status == status)]
         return sorted(out, key=lambda d: d.created_at)
+
+
+    # -- watermarks --
+    def watermarks(self, stage: str) -> dict[str, int]:
+        """``source table -> version`` this stage has processed (empty: it never ran to the end)."""
+        table = self.lake.read(LEDGER_WATERMARKS)
+        if table.num_rows == 0:
+            return {}
+        table = table.filter(pc.equal(table["stage"], stage)).sort_by([("recorded_at", "ascending")])
+        return {src: int(v) for src, v in zip(table["source"].to_pylist(), table["version"].to_pylist())}
+
+    def watermark(self, stage: str, source: str) -> int | None:
+        return self.watermarks(stage).get(source)
+
+    def advance(self, stage: str, versions: dict[str, int], run_id: str) -> None:
+        """Record that ``stage`` has processed ``versions`` of its sources (one commit)."""
+        if not versions:
+            return
+        now = utcnow()
+        rows = [{"stage": stage, "source": s, "version": int(v), "run_id": run_id, "recorded_at": now} for s, v in versions.items()]
+        self.lake.append(LEDGER_WATERMARKS, pa.Table.from_pylist(rows, schema=WATERMARKS_SCHEMA))
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Running stages in order under one pipeline run: selection, resume, dry run.
 
-The ``pipeline`` job hands in the stage entrypoints (the library never imports ``jobs``);
-each stage runs with ``--parent-run-id`` so the ledger links its run to the pipeline's.
+The ``pipeline`` job hands in the stages as callables taking the parent run id (the library
+never imports ``jobs``); each stage's run is linked to the pipeline's in the ledger.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Stage:
     name: str
-    run: Callable[[list[str]], int]
-    argv: list[str] = field(default_factory=list)
+    run: Callable[[str], int]
+    options: dict[str, object] = field(default_factory=dict)
     skip_reason: str | None = None
 
 
@@ -59,12 +59,13 @@ def resume_point(ledger: Ledger, current_run_id: str) -> tuple[str | None, set[s
 def describe(stages: list[Stage]) -> str:
     lines = []
     for i, s in enumerate(stages, 1):
-        what = f"skip ({s.skip_reason})" if s.skip_reason else "run " + " ".join([s.name, *s.argv])
+        opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in s.options.items() if v not in (None, False))
+        what = f"skip ({s.skip_reason})" if s.skip_reason else f"run {s.name} {opts}".rstrip()
         lines.append(f"{i}. {s.name:<20} {what}")
     return "\n".join(lines)
 
 
-def run_stages(stages: list[Stage], common_argv: list[str], pipeline_run_id: str) -> PipelineOutcome:
+def run_stages(stages: list[Stage], pipeline_run_id: str) -> PipelineOutcome:
     """Run the selected stages in order; stop at the first failure (later stages do not run)."""
     out = PipelineOutcome(stages=[])
     for s in stages:
@@ -73,7 +74,7 @@ def run_stages(stages: list[Stage], common_argv: list[str], pipeline_run_id: str
             continue
         logger.info("pipeline %s: stage %s", pipeline_run_id, s.name)
         print(f"\n== {s.name} ==", flush=True)
-        code = s.run([*common_argv, "--parent-run-id", pipeline_run_id, *s.argv])
+        code = s.run(pipeline_run_id)
         out.stages.append({"stage": s.name, "status": "succeeded" if code == 0 else "failed", "exit_code": code})
         if code != 0:
             out.failed = s.name

@@ -13,25 +13,16 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from rayapp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from rayapp.sinks.base import RetryPolicy, SinkOptions
+from rayapp.urls import is_remote, join_uri, redact_url, strip_file_scheme
 
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rayapp_toml_file", default=None)
-
-STORE_SCHEMES: dict[str, tuple[str, ...]] = {
-    "postgres_url": ("postgresql", "postgresql+psycopg", "postgres", "pgserver"),
-    "clickhouse_url": ("chdb", "http", "https", "clickhouse"),
-    "graph_url": ("ladybug", "neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"),
-    "vector_url": ("lancedb", "pinecone"),
-}
 
 
 class LogFormat(str, Enum):
@@ -58,6 +49,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_allow_http: bool | None = Field(default=None, description="Allow http:// endpoints (default: inferred).")
 
+    # One field per store (`<store>_url`); the store's module in rayapp/sinks declares its schemes and default.
     postgres_url: SecretStr | None = Field(default=None, description="postgresql://… (default: embedded pgserver).")
     clickhouse_url: SecretStr | None = Field(default=None, description="chdb:///path or http(s)://host:8123.")
     graph_url: SecretStr | None = Field(default=None, description="ladybug:///path or neo4j:// / bolt://.")
@@ -132,16 +124,21 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return v or None
 
-    @field_validator("postgres_url", "clickhouse_url", "graph_url", "vector_url")
-    @classmethod
-    def _check_store_url(cls, v: SecretStr | None, info: Any) -> SecretStr | None:
-        if v is None or not v.get_secret_value():
-            return None
-        scheme = urlsplit(v.get_secret_value()).scheme
-        allowed = STORE_SCHEMES[info.field_name]
-        if scheme not in allowed:
-            raise ValueError(f"unsupported scheme {scheme!r}; expected one of {', '.join(allowed)}")
-        return v
+    @model_validator(mode="after")
+    def _check_store_urls(self) -> "Settings":
+        from rayapp.sinks import check_store_url  # the store plug-ins know their schemes
+
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.endswith("_url") and isinstance(value, SecretStr):
+                if not value.get_secret_value():
+                    setattr(self, name, None)
+                    continue
+                try:
+                    check_store_url(name, value.get_secret_value())
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
@@ -162,7 +159,8 @@ class Settings(BaseSettings):
     # ---- derived values -------------------------------------------------------------
 
     @property
-    def lake(self) -> str:
+    def lake_root(self) -> str:
+        """The lake root URI (a local absolute path or ``s3://bucket/prefix``)."""
         assert self.lake_uri is not None
         return self.lake_uri
 
@@ -170,68 +168,6 @@ class Settings(BaseSettings):
     def landing(self) -> str:
         assert self.landing_uri is not None
         return self.landing_uri
-
-    def table_uri(self, *parts: str) -> str:
-        """URI of a table under the lake root, e.g. ``table_uri("bronze", "transactions")``."""
-        return join_uri(self.lake, *parts)
-
-    def delta_storage_options(self) -> dict[str, str]:
-        """Storage options for delta-rs (object_store keys)."""
-        opts: dict[str, str] = {}
-        if self.s3_endpoint_url:
-            opts["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
-        if self.s3_access_key_id:
-            opts["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
-        if self.s3_secret_access_key is not None:
-            opts["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key.get_secret_value()
-        opts["AWS_REGION"] = self.s3_region
-        if self.s3_allow_http:
-            opts["AWS_ALLOW_HTTP"] = "true"
-        # One writer per table at a time (the ledger serialises runs); S3 has no atomic rename.
-        opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
-        return opts
-
-    def s3fs_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``s3fs.S3FileSystem``."""
-        opts: dict[str, Any] = {
-            "client_kwargs": {"region_name": self.s3_region},
-            "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
-        }
-        if self.s3_endpoint_url:
-            opts["client_kwargs"]["endpoint_url"] = self.s3_endpoint_url
-        if self.s3_access_key_id:
-            opts["key"] = self.s3_access_key_id
-        if self.s3_secret_access_key is not None:
-            opts["secret"] = self.s3_secret_access_key.get_secret_value()
-        return opts
-
-    def store_url(self, name: str) -> str:
-        """The store URL for ``postgres``/``clickhouse``/``graph``/``vector``, embedded default if unset."""
-        value: SecretStr | None = getattr(self, f"{name}_url")
-        if value is not None:
-            return value.get_secret_value()
-        defaults = {
-            "postgres": f"pgserver://{self.data_dir / 'postgres'}",
-            "clickhouse": f"chdb://{self.data_dir / 'clickhouse'}",
-            "graph": f"ladybug://{self.data_dir / 'graph'}",
-            "vector": f"lancedb://{self.data_dir / 'vectors'}",
-        }
-        return defaults[name]
-
-    def batch_rows(self, store: str | None = None) -> int:
-        """Rows per write a store takes: ``graph_batch_rows`` for the graph, else ``writer_batch_rows``."""
-        return self.graph_batch_rows if store == "graph" else self.writer_batch_rows
-
-    def sink_options(self, store: str | None = None) -> "SinkOptions":
-        from rayapp.sinks.base import SinkOptions
-
-        key = self.pinecone_api_key.get_secret_value() if self.pinecone_api_key is not None else None
-        return SinkOptions(batch_rows=self.batch_rows(store), pinecone_api_key=key, pinecone_host=self.pinecone_host)
-
-    def retry_policy(self) -> "RetryPolicy":
-        from rayapp.sinks.base import RetryPolicy
-
-        return RetryPolicy(attempts=self.writer_retries, base_s=self.writer_backoff_s, cap_s=self.writer_backoff_max_s)
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe view with every secret and DSN password masked (for logs and run records)."""
@@ -248,36 +184,6 @@ class Settings(BaseSettings):
             else:
                 out[name] = value
         return out
-
-
-def is_remote(uri: str) -> bool:
-    return urlsplit(uri).scheme in ("s3", "s3a")
-
-
-def strip_file_scheme(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-def join_uri(base: str, *parts: str) -> str:
-    base = base.rstrip("/")
-    return "/".join([base, *(p.strip("/") for p in parts if p)])
-
-
-def redact_url(url: str) -> str:
-    """Mask the password (and API-key style query values) of a URL."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "**********"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = netloc.rsplit("@", 1)[1]
-        netloc = f"{user}:***@{host}"
-    query = re.sub(r"(?i)((?:password|secret|api[_-]?key|token)=)[^&]*", r"\1***", parts.query)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def load_settings(
@@ -312,8 +218,11 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        env_name = "RAYAPP_" + loc.upper() if loc in Settings.model_fields else loc
         msg = err.get("msg", "invalid value")
+        named = re.match(r"^Value error, (\w+): (.*)$", msg)  # a model-level check naming its field
+        if loc == "settings" and named and named.group(1) in Settings.model_fields:
+            loc, msg = named.group(1), f"Value error, {named.group(2)}"
+        env_name = "RAYAPP_" + loc.upper() if loc in Settings.model_fields else loc
         raise ConfigError(f"invalid setting {env_name}: {msg}") from None
     except Exception as exc:  # noqa: BLE001 - TOML syntax errors and the like
         raise ConfigError(f"cannot load settings: {exc}") from None

@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from rayapp.models.embedder import Embedder
-from rayapp.models.scoring import InvalidTransactions, OnlineScorer, records_to_rows
-from rayapp.pipelines.score import APP_NAME, LakeModelLoader, score_table
+from rayapp.lake import Lake
+from rayapp.model_store import LakeModelLoader, load_embedder
+from rayapp.models.scoring import InvalidTransactions, OnlineScorer, records_to_rows, score_table
+from rayapp.serving import APP_NAME, SCORER, deployment, serve_app_running
+from rayapp.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ class FraudScorer:
         history, hv = self.loader.load_history((config or {}).get("history_version"))
         self.scorer = OnlineScorer(model, history, hv)  # one assignment: in-flight requests keep the old one
         logger.info("FraudScorer serving model %s with silver history version %s", model.version, hv)
+
+    def settings_view(self) -> dict[str, Any]:
+        """The replica's Settings with secrets masked (what ``deploy()`` handed it)."""
+        return self.loader.lake.settings.redacted()
 
     def describe(self) -> dict[str, Any]:
         assert self.scorer is not None
@@ -101,7 +107,7 @@ class EmbedderDeployment:
     """all-MiniLM-L6-v2 (or ``model``) vectors, 384 dims, unit length."""
 
     def __init__(self, model: Optional[str] = None, threads: Optional[int] = None) -> None:
-        self.embedder = Embedder(model, threads=threads)
+        self.embedder = load_embedder(model, threads=threads)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.embedder.name, "dim": self.embedder.dim, "device": self.embedder.device}
@@ -177,19 +183,21 @@ class Api:
 def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     """Application builder (``serve.app:build_app``).
 
-    Args (all optional): ``data_dir``, ``lake_uri``, ``config`` (TOML), ``model_version``,
-    ``embed_model``, ``embed_threads``, ``scorer_replicas``, ``scorer_cpus``, ``embedder_cpus``.
+    Args (all optional): ``settings`` (a Settings object: what ``deploy()`` hands in; otherwise
+    Settings are built here once from ``config`` (TOML), ``data_dir``, ``lake_uri`` and the
+    replica's environment), ``model_version``, ``embed_model``, ``embed_threads``,
+    ``scorer_replicas``, ``scorer_cpus``, ``embedder_cpus``.
     """
-    from rayapp.settings import load_settings
-
     args = dict(args or {})
-    overrides = {k: args[k] for k in ("data_dir", "lake_uri") if args.get(k)}
-    settings = load_settings(args.get("config"), overrides)
+    settings = args.get("settings")
+    if not isinstance(settings, Settings):
+        overrides = {k: args[k] for k in ("data_dir", "lake_uri") if args.get(k)}
+        settings = load_settings(args.get("config"), overrides)
     scorer = FraudScorer.options(
         num_replicas=int(args.get("scorer_replicas", 1)),
         ray_actor_options={"num_cpus": float(args.get("scorer_cpus", 0.25))},
         user_config={"model_version": args.get("model_version", "latest")},
-    ).bind(LakeModelLoader(settings))
+    ).bind(LakeModelLoader(Lake(settings)))
     embedder = EmbedderDeployment.options(ray_actor_options={"num_cpus": float(args.get("embedder_cpus", 0.5))}).bind(
         # Ray sets OMP_NUM_THREADS=1 for a fractional-CPU actor; torch needs 2 threads for ~570 texts/s.
         args.get("embed_model"), int(args.get("embed_threads") or 2)
@@ -197,18 +205,17 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     return Api.bind(scorer, embedder)
 
 
-def deploy(settings: Any, model_version: Optional[str] = None) -> str:
+def deploy(settings: Settings, model_version: Optional[str] = None) -> str:
     """Run the application on the connected cluster unless it already runs; returns the served model version.
 
-    A ``model_version`` other than the one served is hot-swapped in through ``user_config``.
+    The replicas get this whole Settings object (secrets stay ``SecretStr``). A ``model_version``
+    other than the one served is hot-swapped in through ``user_config``.
     """
-    from rayapp.pipelines.score import SCORER, serve_app_running
-
-    args = {"data_dir": str(settings.data_dir), "lake_uri": settings.lake_uri, "model_version": model_version or "latest"}
+    args = {"settings": settings, "model_version": model_version or "latest"}
     if not serve_app_running():
         serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})
         serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
-    handle = serve.get_deployment_handle(SCORER, app_name=APP_NAME)
+    handle: Any = deployment(SCORER)
     served = handle.describe.remote().result()["model_version"]
     if model_version and model_version not in ("latest", served):
         serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)

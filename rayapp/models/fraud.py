@@ -1,8 +1,7 @@
-"""The fraud model: LightGBM on :mod:`rayapp.models.features`; train, evaluate, save, load, predict.
+"""The fraud model: LightGBM on :mod:`rayapp.models.features`; train, evaluate, predict.
 
-An artifact is a folder ``<root>/<version>/`` with ``model.txt`` (LightGBM), ``features.json``
-(feature names, category codes, threshold) and ``metrics.json``; ``<root>/latest`` holds the
-newest version's name.
+Pure: no files, no environment. A model turns into its artifact texts (``model.txt``,
+``features.json``, ``metrics.json``) and back; :mod:`rayapp.model_store` keeps them on disk.
 """
 
 from __future__ import annotations
@@ -10,8 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import polars as pl
@@ -68,43 +66,29 @@ class FraudModel:
             schema={"transaction_id": pl.String, "fraud_score": pl.Float64, "is_fraud_pred": pl.Boolean, "model_version": pl.String},
         )
 
-    # -- persistence --
-    def save(self, root: Path) -> Path:
-        folder = root / self.version
-        folder.mkdir(parents=True, exist_ok=False)
-        self.booster.save_model(str(folder / "model.txt"))
-        (folder / "features.json").write_text(
-            json.dumps({"features": list(FEATURES), "categories": self.categories, "threshold": self.threshold}, indent=2)
-        )
-        (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
-        tmp = root / ".latest.tmp"
-        tmp.write_text(self.version)
-        tmp.replace(root / "latest")
-        return folder
+    # -- artifact texts --
+    def to_artifact(self) -> dict[str, str]:
+        """The artifact's files by name, as text."""
+        return {
+            "model.txt": self.booster.model_to_string(),
+            "features.json": json.dumps({"features": list(FEATURES), "categories": self.categories, "threshold": self.threshold}, indent=2),
+            "metrics.json": json.dumps(self.metrics, indent=2),
+        }
 
     @classmethod
-    def load(cls, root: Path, version: str | None = None) -> "FraudModel":
-        """Load ``version`` (default: the one ``latest`` names) from ``root``.
+    def from_artifact(cls, version: str, files: Mapping[str, str]) -> "FraudModel":
+        """A model from its artifact texts.
 
         Raises:
-            ModelNotFoundError: no such artifact.
+            ModelNotFoundError: the artifact was trained on other features.
         """
         import lightgbm as lgb
 
-        if version in (None, "latest"):
-            pointer = root / "latest"
-            if not pointer.is_file():
-                raise ModelNotFoundError(f"no fraud model under {root}: run `rayapp run train_fraud_model` first")
-            version = pointer.read_text().strip()
-        folder = root / str(version)
-        if not (folder / "model.txt").is_file():
-            raise ModelNotFoundError(f"no fraud model version {version!r} under {root}")
-        meta = json.loads((folder / "features.json").read_text())
+        meta = json.loads(files["features.json"])
         if tuple(meta["features"]) != FEATURES:
             raise ModelNotFoundError(f"model {version} was trained on other features: retrain it")
-        metrics = json.loads((folder / "metrics.json").read_text())
-        booster = lgb.Booster(model_file=str(folder / "model.txt"))
-        return cls(str(version), booster, list(meta["categories"]), float(meta["threshold"]), metrics)
+        booster = lgb.Booster(model_str=files["model.txt"])
+        return cls(version, booster, list(meta["categories"]), float(meta["threshold"]), json.loads(files["metrics.json"]))
 
 
 def _auc_pr(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from rayapp.models import features as fx
 from rayapp.models.fraud import FraudModel
 from rayapp.quality import Expectations
-from rayapp.schema import BRONZE_SCHEMA, CONTRACT_COLUMNS
+from rayapp.catalog import BRONZE_SCHEMA, CONTRACT_COLUMNS
 from rayapp.transforms.silver import apply_expectations
 
 
@@ -83,3 +83,10 @@ class OnlineScorer:
         frame = pl.concat([related, rows], how="vertical_relaxed")
         out = fx.all_features(frame, self.model.categories)
         return out.filter(pl.col("transaction_id").is_in(ids.implode()))
+
+
+def score_table(model: FraudModel, features: pa.Table) -> pa.Table:
+    """Feature rows in, ``transaction_id, fraud_score, is_fraud_pred, model_version`` out."""
+    df = pl.from_arrow(features)
+    assert isinstance(df, pl.DataFrame)
+    return model.predict(df).to_arrow()

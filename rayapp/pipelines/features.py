@@ -21,11 +21,10 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp import lake
+from rayapp.catalog import SILVER
+from rayapp.lake import Lake
 from rayapp.models import features as fx
-from rayapp.pipelines.silver import SILVER, uri
-from rayapp.pipelines.staging import read_ipc_dir, remove_dir, split_write
-from rayapp.settings import Settings
+from rayapp.pipelines.staging import read_ipc_dir, split_write
 
 logger = logging.getLogger(__name__)
 
@@ -36,44 +35,44 @@ _PASSES = (
 )
 
 
-def _split_silver(batch: pa.Table, *, settings: Settings, staging: str, partitions: int) -> pa.Table:
+def _split_silver(batch: pa.Table, *, lake: Lake, staging: str, partitions: int) -> pa.Table:
     import pyarrow.parquet as pq
 
     n = 0
     for file_uri in batch["path"].to_pylist():
-        fs, path = lake.arrow_fs(settings, file_uri)
+        fs, path = lake.arrow_fs(file_uri)
         t = pq.read_table(path, filesystem=fs, columns=list(fx.INPUT_COLUMNS))
         t = fx.prepare(t).to_arrow()
-        split_write(settings, t, "account_id", partitions, f"{staging}/account", f"{uuid.uuid4().hex}.arrow")
+        split_write(lake, t, "account_id", partitions, f"{staging}/account", f"{uuid.uuid4().hex}.arrow")
         n += t.num_rows
     return pa.table({"rows": [n]})
 
 
-def _pass(batch: pa.Table, *, settings: Settings, staging: str, partitions: int, stage: int) -> pa.Table:
+def _pass(batch: pa.Table, *, lake: Lake, staging: str, partitions: int, stage: int) -> pa.Table:
     import polars as pl
 
     source, fn, next_key, target = _PASSES[stage]
     n = 0
     for pid in batch["pid"].to_pylist():
-        t = _read_partition(settings, f"{staging}/{source}", pid)
+        t = _read_partition(lake, f"{staging}/{source}", pid)
         if t is None:
             continue
         out = fn(pl.from_arrow(t)).to_arrow()  # type: ignore[arg-type]
-        split_write(settings, out, next_key, partitions, f"{staging}/{target}", f"{uuid.uuid4().hex}.arrow")
+        split_write(lake, out, next_key, partitions, f"{staging}/{target}", f"{uuid.uuid4().hex}.arrow")
         n += out.num_rows
     return pa.table({"rows": [n]})
 
 
-def _read_partition(settings: Settings, dir_uri: str, pid: int) -> pa.Table | None:
-    t = read_ipc_dir(settings, f"{dir_uri}/p={pid:04d}")
+def _read_partition(lake: Lake, dir_uri: str, pid: int) -> pa.Table | None:
+    t = read_ipc_dir(lake, f"{dir_uri}/p={pid:04d}")
     return t if t.num_rows else None
 
 
-def _last_pass(batch: pa.Table, *, settings: Settings, staging: str, categories: list[str]) -> Iterator[pa.Table]:
+def _last_pass(batch: pa.Table, *, lake: Lake, staging: str, categories: list[str]) -> Iterator[pa.Table]:
     import polars as pl
 
     for pid in batch["pid"].to_pylist():
-        t = _read_partition(settings, f"{staging}/merchant", pid)
+        t = _read_partition(lake, f"{staging}/merchant", pid)
         if t is None:
             continue
         df = fx.row_features(fx.merchant_features(pl.from_arrow(t)), categories)  # type: ignore[arg-type]
@@ -84,25 +83,25 @@ def _last_pass(batch: pa.Table, *, settings: Settings, staging: str, categories:
 class FeatureRun:
     """A feature dataset backed by staging files; call :meth:`cleanup` when consumed."""
 
-    settings: Settings
+    lake: Lake
     staging: str
     dataset: Any
     rows: int
     silver_version: int
 
     def cleanup(self) -> None:
-        remove_dir(self.settings, self.staging)
+        self.lake.remove(self.staging)
 
 
-def categories_of(settings: Settings, version: int | None = None) -> list[str]:
+def categories_of(lake: Lake, version: int | None = None) -> list[str]:
     """Sorted merchant categories present in silver (the category codes a model learns)."""
-    dt = lake.open_table(settings, uri(settings, SILVER), version)
+    dt = lake.open(SILVER, version)
     cats = pc.unique(pc.drop_null(dt.to_pyarrow_table(columns=["merchant_category"])["merchant_category"]))
     return sorted(cats.to_pylist())
 
 
 def build_features(
-    settings: Settings,
+    lake: Lake,
     run_id: str,
     categories: list[str],
     version: int | None = None,
@@ -121,29 +120,29 @@ def build_features(
     """
     import ray
 
-    dt = lake.open_table(settings, uri(settings, SILVER), version)
+    dt = lake.open(SILVER, version)
     files = dt.file_uris()
     rows = int(pc.sum(pa.table(dt.get_add_actions(flatten=True))["num_records"]).as_py() or 0)
     parts = partitions or max(2, min(64, math.ceil(rows / 400_000)))
-    staging = settings.table_uri("_staging", f"features-{run_id}")
+    staging = lake.path("_staging", f"features-{run_id}")
     items = [{"pid": p} for p in range(parts)]
     try:
         if files:
             ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files)).map_batches(
                 _split_silver, batch_size=1, batch_format="pyarrow", num_cpus=task_cpus,
-                fn_kwargs={"settings": settings, "staging": staging, "partitions": parts},
+                fn_kwargs={"lake": lake, "staging": staging, "partitions": parts},
             ).take_all()  # fmt: skip
             for stage in range(len(_PASSES)):
                 ray.data.from_items(items, override_num_blocks=parts).map_batches(
                     _pass, batch_size=1, batch_format="pyarrow", num_cpus=task_cpus,
-                    fn_kwargs={"settings": settings, "staging": staging, "partitions": parts, "stage": stage},
+                    fn_kwargs={"lake": lake, "staging": staging, "partitions": parts, "stage": stage},
                 ).take_all()  # fmt: skip
     except BaseException:
-        remove_dir(settings, staging)
+        lake.remove(staging)
         raise
     ds = ray.data.from_items(items, override_num_blocks=parts).map_batches(
         _last_pass, batch_size=1, batch_format="pyarrow", num_cpus=task_cpus,
-        fn_kwargs={"settings": settings, "staging": staging, "categories": categories},
+        fn_kwargs={"lake": lake, "staging": staging, "categories": categories},
     )  # fmt: skip
     logger.info("features staged for %d silver rows in %d partitions (%s)", rows, parts, json.dumps({"version": dt.version()}))
-    return FeatureRun(settings, staging, ds, rows, dt.version())
+    return FeatureRun(lake, staging, ds, rows, dt.version())

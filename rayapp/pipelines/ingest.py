@@ -13,23 +13,23 @@ import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp import lake
+from rayapp.catalog import BRONZE, BRONZE_SCHEMA
 from rayapp.errors import FileRejectedError, LakeUnreachableError
-from rayapp.ledger import FileRecord, Ledger, utcnow
-from rayapp.schema import BRONZE_SCHEMA
-from rayapp.settings import Settings
+from rayapp.lake import Lake
+from rayapp.lake_sink import DeltaAppendSink
+from rayapp.ledger import FileRecord, Ledger, StageResult, utcnow
 from rayapp.transforms.raw import detect_format, parse_landing, to_bronze
 
 logger = logging.getLogger(__name__)
 
-BRONZE = ("bronze", "transactions")
+STAGE = "ingest"
 _REJECT = "_reject_reason"
 _MARKER_SCHEMA = BRONZE_SCHEMA.append(pa.field(_REJECT, pa.string()))
 _CHUNK_ROWS = 250_000
@@ -43,9 +43,10 @@ class LandingFile:
     checksum: str
 
 
-@dataclass
-class IngestResult:
+@dataclass(kw_only=True)
+class IngestResult(StageResult):
     run_id: str
+    landing: str
     files_seen: int = 0
     files_skipped: int = 0
     files_ingested: int = 0
@@ -53,10 +54,11 @@ class IngestResult:
     files_ignored: int = 0
     rows: int = 0
     bronze_version: int | None = None
-    rejected: list[dict[str, str]] | None = None
+    rejected: list[dict[str, str]] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
-        return {
+    def finish(self) -> "IngestResult":
+        """Fill the recorded counts, details and versions from the tallies."""
+        self.counts = {
             "files_seen": self.files_seen,
             "files_skipped": self.files_skipped,
             "files_ingested": self.files_ingested,
@@ -65,10 +67,9 @@ class IngestResult:
             "rows_read": self.rows,
             "rows_written": self.rows,
         }
-
-
-def bronze_uri(settings: Settings) -> str:
-    return settings.table_uri(*BRONZE)
+        self.details = {"landing": self.landing, "rejected": self.rejected}
+        self.versions_written = {BRONZE.name: self.bronze_version} if self.bronze_version is not None else {}
+        return self
 
 
 def _md5(fs: Any, path: str) -> str:
@@ -79,10 +80,10 @@ def _md5(fs: Any, path: str) -> str:
     return "md5:" + h.hexdigest()
 
 
-def list_landing(settings: Settings, landing_uri: str) -> tuple[list[LandingFile], int]:
+def list_landing(lake: Lake, landing_uri: str) -> tuple[list[LandingFile], int]:
     """Landing files (sorted by URI) with their content checksums, and the count of ignored files."""
     try:
-        fs, root = lake.fsspec_fs(settings, landing_uri)
+        fs, root = lake.fsspec(landing_uri)
         if not fs.exists(root):
             raise LakeUnreachableError(f"landing location {landing_uri} does not exist")
         infos = fs.find(root, detail=True)
@@ -108,17 +109,17 @@ def list_landing(settings: Settings, landing_uri: str) -> tuple[list[LandingFile
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         sums = list(pool.map(checksum, candidates))
-    files = [LandingFile(lake.to_uri(settings, landing_uri, c[0]), c[1], c[2], s) for c, s in zip(candidates, sums)]
+    files = [LandingFile(lake.to_uri(landing_uri, c[0]), c[1], c[2], s) for c, s in zip(candidates, sums)]
     return files, ignored
 
 
 def parse_files(
-    batch: pa.Table, *, settings: Settings, run_id: str, ingested_at: datetime, source_system: str
+    batch: pa.Table, *, lake: Lake, run_id: str, ingested_at: datetime, source_system: str
 ) -> Iterator[pa.Table]:
     """Ray Data UDF: landing-file descriptors in, bronze rows (or one rejection marker per bad file) out."""
     for uri, fmt in zip(batch["uri"].to_pylist(), batch["fmt"].to_pylist()):
         try:
-            fs, path = lake.fsspec_fs(settings, uri)
+            fs, path = lake.fsspec(uri)
             with fs.open(path, "rb") as fh:
                 data = fh.read()
             parsed = parse_landing(data, fmt)
@@ -142,11 +143,11 @@ def _marker(uri: str, reason: str | None, run_id: str, ingested_at: datetime, so
     return pa.Table.from_pylist([row], schema=_MARKER_SCHEMA)
 
 
-class BronzeSink(lake.DeltaAppendSink):
+class BronzeSink(DeltaAppendSink):
     """Appends parsed rows to bronze; pulls rejection markers and per-file row counts aside."""
 
-    def __init__(self, settings: Settings, uri: str, run_id: str, checksums: dict[str, str]) -> None:
-        super().__init__(settings, uri, BRONZE_SCHEMA, {"rayapp.run_id": run_id})
+    def __init__(self, lake: Lake, run_id: str, checksums: dict[str, str]) -> None:
+        super().__init__(lake, BRONZE, {"rayapp.run_id": run_id})
         self.checksums = checksums
 
     def split_block(self, table: pa.Table) -> tuple[pa.Table, list[Any]]:
@@ -177,15 +178,14 @@ class BronzeSink(lake.DeltaAppendSink):
     def commit_metadata(self) -> dict[str, str]:
         rejected = self.rejected()
         manifest = [[u, self.checksums[u], n] for u, n in sorted(self.file_rows().items()) if u not in rejected]
-        return {**self.custom_metadata, "rayapp.files": json.dumps(manifest)}
+        return {**self.metadata, "rayapp.files": json.dumps(manifest)}
 
 
-def reconcile_file_ledger(settings: Settings, ledger: Ledger) -> int:
+def reconcile_file_ledger(lake: Lake, ledger: Ledger) -> int:
     """Record files of bronze commits whose run died before writing the file ledger; returns how many."""
-    uri = bronze_uri(settings)
-    if not lake.table_exists(settings, uri):
+    if not lake.exists(BRONZE):
         return 0
-    history = lake.open_table(settings, uri).history(limit=10)
+    history = lake.open(BRONZE).history(limit=10)
     recorded = ledger.recorded_runs_with_files()
     repaired: list[FileRecord] = []
     for commit in history:
@@ -201,7 +201,7 @@ def reconcile_file_ledger(settings: Settings, ledger: Ledger) -> int:
 
 
 def ingest(
-    settings: Settings,
+    lake: Lake,
     ledger: Ledger,
     run_id: str,
     landing_uri: str | None = None,
@@ -215,33 +215,32 @@ def ingest(
     """
     import ray
 
-    landing = landing_uri or settings.landing
-    lake.check_reachable(settings)
-    reconcile_file_ledger(settings, ledger)
-    files, ignored = list_landing(settings, landing)
+    landing = landing_uri or lake.settings.landing
+    lake.check_reachable()
+    reconcile_file_ledger(lake, ledger)
+    files, ignored = list_landing(lake, landing)
     known = ledger.known_files()
     todo = [
         f for f in files
         if (status := known.get((f.uri, f.checksum))) is None or (retry_rejected and status == "rejected")
     ]  # fmt: skip
-    result = IngestResult(run_id, files_seen=len(files), files_skipped=len(files) - len(todo), files_ignored=ignored, rejected=[])
+    result = IngestResult(run_id=run_id, landing=landing, files_seen=len(files), files_skipped=len(files) - len(todo), files_ignored=ignored)
     logger.info("landing %s: %d file(s), %d new, %d already seen", landing, len(files), len(todo), result.files_skipped)
     if not todo:
-        return result
+        return result.finish()
 
     ingested_at = utcnow()
-    uri = bronze_uri(settings)
-    sink = BronzeSink(settings, uri, run_id, {f.uri: f.checksum for f in todo})
+    sink = BronzeSink(lake, run_id, {f.uri: f.checksum for f in todo})
     items = [{"uri": f.uri, "fmt": f.fmt} for f in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         parse_files,
         batch_size=1,
         batch_format="pyarrow",
         fn_kwargs={
-            "settings": settings,
+            "lake": lake,
             "run_id": run_id,
             "ingested_at": ingested_at,
-            "source_system": settings.source_system,
+            "source_system": lake.settings.source_system,
         },
     )
     ds.write_datasink(sink)
@@ -252,7 +251,7 @@ def ingest(
     for f in todo:
         if f.uri in rejected:
             records.append(FileRecord(f.uri, f.checksum, f.size, "rejected", None, rejected[f.uri], run_id, None))
-            result.rejected.append({"file": f.uri, "reason": rejected[f.uri]})  # type: ignore[union-attr]
+            result.rejected.append({"file": f.uri, "reason": rejected[f.uri]})
         else:
             n = rows.get(f.uri, 0)
             records.append(FileRecord(f.uri, f.checksum, f.size, "ingested", n, None, run_id, sink.committed_version))
@@ -260,4 +259,4 @@ def ingest(
     result.files_rejected = len(rejected)
     result.files_ingested = len(todo) - len(rejected)
     ledger.record_files(records)
-    return result
+    return result.finish()

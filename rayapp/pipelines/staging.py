@@ -13,8 +13,8 @@ import posixpath
 import numpy as np
 import pyarrow as pa
 
-from rayapp import lake
-from rayapp.settings import Settings, is_remote
+from rayapp.lake import Lake
+from rayapp.urls import is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -25,21 +25,21 @@ def partition_ids(keys: pa.Array, partitions: int) -> np.ndarray:
     return (pl.Series(keys).hash(seed=7) % partitions).to_numpy().astype(np.int64)
 
 
-def write_ipc(settings: Settings, path_uri: str, table: pa.Table) -> None:
+def write_ipc(lake: Lake, path_uri: str, table: pa.Table) -> None:
     """Staging files are Arrow IPC: written and read back at memory speed, never kept."""
-    fs, path = lake.arrow_fs(settings, path_uri)
+    fs, path = lake.arrow_fs(path_uri)
     if not is_remote(path_uri):
         fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
 
 
-def read_ipc_dir(settings: Settings, dir_uri: str, schema: pa.Schema | None = None) -> pa.Table:
+def read_ipc_dir(lake: Lake, dir_uri: str, schema: pa.Schema | None = None) -> pa.Table:
     """Every staging file under ``dir_uri`` as one table (cast to ``schema`` when given)."""
     from pyarrow.fs import FileSelector
 
     empty = schema.empty_table() if schema is not None else pa.table({})
-    fs, path = lake.arrow_fs(settings, dir_uri)
+    fs, path = lake.arrow_fs(dir_uri)
     try:
         infos = fs.get_file_info(FileSelector(path, allow_not_found=True))
     except FileNotFoundError:
@@ -55,21 +55,7 @@ def read_ipc_dir(settings: Settings, dir_uri: str, schema: pa.Schema | None = No
     return table.cast(schema) if schema is not None else table
 
 
-def remove_dir(settings: Settings, dir_uri: str) -> None:
-    if not is_remote(dir_uri):
-        import shutil
-
-        shutil.rmtree(dir_uri, ignore_errors=True)
-        return
-    try:
-        fs, path = lake.fsspec_fs(settings, dir_uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except Exception as exc:  # noqa: BLE001 - leftover staging is harmless, the next run uses a new dir
-        logger.warning("could not remove staging %s: %s", dir_uri, exc)
-
-
-def split_write(settings: Settings, table: pa.Table, key: str, partitions: int, dir_uri: str, name: str) -> None:
+def split_write(lake: Lake, table: pa.Table, key: str, partitions: int, dir_uri: str, name: str) -> None:
     """Write ``table`` as ``<dir_uri>/p=NNNN/<name>`` files, one per key partition present."""
     if table.num_rows == 0:
         return
@@ -80,4 +66,4 @@ def split_write(settings: Settings, table: pa.Table, key: str, partitions: int, 
     for p in range(partitions):
         lo, hi = int(bounds[p]), int(bounds[p + 1])
         if hi > lo:
-            write_ipc(settings, f"{dir_uri}/p={p:04d}/{name}", table.slice(lo, hi - lo))
+            write_ipc(lake, f"{dir_uri}/p={p:04d}/{name}", table.slice(lo, hi - lo))

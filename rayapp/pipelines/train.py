@@ -9,37 +9,33 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from rayapp import lake
+from rayapp.catalog import SILVER
 from rayapp.errors import RayappError
-from rayapp.ledger import utcnow
+from rayapp.lake import Lake
+from rayapp.ledger import StageResult, utcnow
+from rayapp.model_store import save_model
 from rayapp.models.fraud import FraudModel, train
 from rayapp.pipelines.features import build_features, categories_of
-from rayapp.pipelines.silver import SILVER, uri
-from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def model_root(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "models" / "fraud"
-
-
-@dataclass
-class TrainResult:
+@dataclass(kw_only=True)
+class TrainResult(StageResult):
     model: FraudModel
     path: Path
     silver_version: int
     rows: int
 
 
-def train_fraud_model(settings: Settings, run_id: str, eval_fraction: float = 0.2) -> TrainResult:
+def train_fraud_model(lake: Lake, run_id: str, eval_fraction: float = 0.2) -> TrainResult:
     """Compute features for labelled silver rows and train, evaluate and save a new model version."""
     import ray
 
-    if not lake.table_exists(settings, uri(settings, SILVER)):
+    if not lake.exists(SILVER):
         raise RayappError("no silver table yet: run ingest and bronze_to_silver first")
-    categories = categories_of(settings)
-    features = build_features(settings, run_id, categories)
+    categories = categories_of(lake)
+    features = build_features(lake, run_id, categories)
     try:
         tables = list(features.dataset.iter_batches(batch_format="pyarrow", batch_size=None))
     finally:
@@ -55,6 +51,12 @@ def train_fraud_model(settings: Settings, run_id: str, eval_fraction: float = 0.
     # (it may use a second thread): asking for more could wait forever beside Serve replicas.
     fit = ray.remote(num_cpus=1)(train)
     model = ray.get(fit.remote(ray.put(labelled_df), version, categories, eval_fraction))
-    path = model.save(model_root(settings))
+    path = save_model(lake.settings, model)
     logger.info("saved fraud model %s to %s", model.version, path)
-    return TrainResult(model, path, features.silver_version, labelled_df.height)
+    m = model.metrics
+    return TrainResult(
+        model=model, path=path, silver_version=features.silver_version, rows=labelled_df.height,
+        counts={"rows_read": labelled_df.height, "train_rows": m["rows"]["train"], "eval_rows": m["rows"]["eval"]},
+        versions_read={SILVER.name: features.silver_version},
+        details={"model_version": model.version, "path": str(path), "metrics": m},
+    )  # fmt: skip

@@ -1,10 +1,14 @@
-"""What every store sink shares: the interface, the datasets it may receive, transient-error
+"""What every store plug-in shares: the sink interface, the store declaration, transient-error
 classification and bounded retries with exponential backoff and jitter.
 
 A sink is shaped like Ray's ``Datasink``: ``__init__`` only stores its URL and options,
 ``on_write_start`` does idempotent setup (tables, constraints, migrations), ``write`` upserts
 one Arrow block into one logical table, ``close`` releases the client. Writer actors
-(:mod:`rayapp.pipelines.publish`) own one sink each.
+(:mod:`rayapp.publish.writers`) own one sink each.
+
+A store module declares ``STORE = StoreSpec(...)``: its name, the Settings field holding its URL,
+the URL schemes it understands (embedded ones need a single writer), its options, the datasets
+it takes. :mod:`rayapp.sinks` derives the registry from those declarations.
 """
 
 from __future__ import annotations
@@ -16,29 +20,25 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Callable, ClassVar, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from rayapp.catalog import DATASET_KEYS, Dataset, dataset_schema
 from rayapp.errors import RayappError
-from rayapp.settings import redact_url
+from rayapp.urls import redact_url
+
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+O = TypeVar("O")
 
-
-class Dataset(str, Enum):
-    """Logical tables ``publish`` produces; each sink declares which ones it takes."""
-
-    TRANSACTIONS = "transactions"
-    PREDICTIONS = "predictions"
-    DAILY_ACCOUNT_ACTIVITY = "daily_account_activity"
-    MERCHANT_DAILY_STATS = "merchant_daily_stats"
-    MERCHANT_VECTORS = "merchant_vectors"
-    TRANSACTION_VECTORS = "transaction_vectors"
+#: Primary key of each dataset (re-exported for the store modules).
+KEYS = DATASET_KEYS
 
 
 class SinkError(RayappError):
@@ -49,27 +49,12 @@ class SinkError(RayappError):
         self.transient = transient
 
 
-@dataclass(frozen=True)
-class SinkOptions:
-    """Tuning shared by every sink (from Settings)."""
-
-    batch_rows: int = 50_000
-    pinecone_api_key: str | None = None
-    pinecone_host: str | None = None
-    vector_dimension: int = 384
-
-
-class StoreSink(ABC):
+class StoreSink(ABC, Generic[O]):
     """One store behind one URL; backends of a store share this interface."""
 
-    store: ClassVar[str]
-    datasets: ClassVar[tuple[Dataset, ...]]
-    #: Embedded engines allow one writer process: publish gives them exactly one actor.
-    single_writer: ClassVar[bool] = False
-
-    def __init__(self, url: str, options: SinkOptions | None = None) -> None:
+    def __init__(self, url: str, options: O) -> None:
         self.url = url
-        self.options = options or SinkOptions()
+        self.options = options
 
     @property
     def display_url(self) -> str:
@@ -95,6 +80,45 @@ class StoreSink(ABC):
         """A one-line command a user can run to look at the store."""
         return ""
 
+
+@dataclass(frozen=True)
+class StoreSpec(Generic[O]):
+    """A store plug-in's declaration (see the module docstring)."""
+
+    name: str
+    setting: str
+    schemes: tuple[str, ...]
+    embedded_schemes: tuple[str, ...]
+    default_dir: str
+    datasets: tuple[Dataset, ...]
+    sink: type[StoreSink[O]]
+    options: Callable[[Settings], O]
+    #: Where reports list the store (lower first).
+    order: int = 100
+
+    def url(self, settings: Settings) -> str:
+        """The store URL from Settings, or the embedded default under ``data_dir``."""
+        value = getattr(settings, self.setting)
+        if value is not None:
+            return str(value.get_secret_value())
+        return f"{self.embedded_schemes[0]}://{settings.data_dir / self.default_dir}"
+
+    def is_embedded(self, url: str) -> bool:
+        """Whether the URL names an engine living in a local directory (one writer process, this node)."""
+        return urlsplit(url).scheme in self.embedded_schemes
+
+    def single_writer(self, url: str) -> bool:
+        return self.is_embedded(url)
+
+    def batch_rows(self, settings: Settings) -> int:
+        return int(getattr(self.options(settings), "batch_rows"))
+
+    def make(self, settings: Settings, url: str | None = None) -> StoreSink[O]:
+        """The sink at ``url`` (default: from Settings); nothing is opened until ``on_write_start``."""
+        return self.sink(url or self.url(settings), self.options(settings))
+
+    def takes(self, dataset: Dataset) -> bool:
+        return dataset in self.datasets
 
 # ---- transient errors and retries ----------------------------------------------------------------
 
@@ -187,22 +211,6 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
-# ---- URLs --------------------------------------------------------------------------------------------
-
-
-def url_path(url: str) -> str:
-    """The filesystem path of an embedded-engine URL (``chdb:///abs/path`` -> ``/abs/path``)."""
-    parts = urlsplit(url)
-    path = (parts.netloc + parts.path) if parts.netloc not in ("", "localhost") else parts.path
-    if not path:
-        raise RayappError(f"{redact_url(url)}: the URL names no path")
-    return path
-
-
-def url_query(url: str) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
-
-
 def to_records(block: pa.Table) -> list[dict[str, Any]]:
     """Arrow rows as parameter dicts (decimals as floats: Cypher and JSON have no decimal type).
     Column-wise ``to_pylist`` + ``zip`` is ~3x faster than ``Table.to_pylist``."""
@@ -213,77 +221,6 @@ def to_records(block: pa.Table) -> list[dict[str, Any]]:
             col = col.cast(pa.float64())
         cols.append(col.to_pylist())
     return [dict(zip(names, values)) for values in zip(*cols)]
-
-
-# ---- what publish sends ------------------------------------------------------------------------------
-
-
-def _schemas() -> dict[Dataset, pa.Schema]:
-    from rayapp.transforms import silver as tx
-
-    ts = pa.timestamp("us", tz="UTC")
-    prediction = [
-        pa.field("model_version", pa.string()),
-        pa.field("fraud_score", pa.float64()),
-        pa.field("is_fraud_pred", pa.bool_()),
-        pa.field("scored_at", ts),
-    ]
-    return {
-        # silver's business columns, its change time and the latest prediction; _version orders versions.
-        Dataset.TRANSACTIONS: pa.schema([*tx.BUSINESS_FIELDS, pa.field("_updated_at", ts), *prediction, pa.field("_version", ts)]),
-        Dataset.PREDICTIONS: pa.schema([pa.field("transaction_id", pa.string()), *prediction, pa.field("_version", ts)]),
-        Dataset.DAILY_ACCOUNT_ACTIVITY: pa.schema([*tx.DAILY_ACCOUNT_SCHEMA, pa.field("_version", pa.int64())]),
-        Dataset.MERCHANT_DAILY_STATS: pa.schema([*tx.MERCHANT_DAILY_SCHEMA, pa.field("_version", pa.int64())]),
-        Dataset.MERCHANT_VECTORS: pa.schema(
-            [
-                pa.field("id", pa.string()),
-                pa.field("vector", pa.list_(pa.float32())),
-                pa.field("text", pa.string()),
-                pa.field("name", pa.string()),
-                pa.field("category", pa.string()),
-                pa.field("country", pa.string()),
-                pa.field("txn_count", pa.int64()),
-                pa.field("fraud_count", pa.int64()),
-                pa.field("fraud_rate", pa.float64()),
-                pa.field("_version", pa.int64()),
-            ]
-        ),
-        # rows whose vector is null fell below the score threshold: the store deletes them.
-        Dataset.TRANSACTION_VECTORS: pa.schema(
-            [
-                pa.field("id", pa.string()),
-                pa.field("vector", pa.list_(pa.float32())),
-                pa.field("text", pa.string()),
-                pa.field("account_id", pa.string()),
-                pa.field("merchant_id", pa.string()),
-                pa.field("amount", pa.float64()),
-                pa.field("fraud_score", pa.float64()),
-                pa.field("model_version", pa.string()),
-                pa.field("event_time", ts),
-                pa.field("_version", ts),
-            ]
-        ),
-    }
-
-
-_SCHEMAS: dict[Dataset, pa.Schema] = {}
-
-
-def dataset_schema(dataset: Dataset) -> pa.Schema:
-    if not _SCHEMAS:
-        _SCHEMAS.update(_schemas())
-    return _SCHEMAS[dataset]
-
-
-#: Primary key of each dataset.
-KEYS: dict[Dataset, tuple[str, ...]] = {
-    Dataset.TRANSACTIONS: ("transaction_id",),
-    Dataset.PREDICTIONS: ("transaction_id", "model_version"),
-    Dataset.DAILY_ACCOUNT_ACTIVITY: ("account_id", "activity_date"),
-    Dataset.MERCHANT_DAILY_STATS: ("merchant_id", "activity_date"),
-    Dataset.MERCHANT_VECTORS: ("id",),
-    Dataset.TRANSACTION_VECTORS: ("id",),
-}
 
 
 def conform(dataset: Dataset, block: pa.Table) -> pa.Table:

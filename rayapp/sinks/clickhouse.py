@@ -8,12 +8,18 @@ parts merge, and reads use ``FINAL`` to see exactly one (the newest) row per key
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from rayapp.sinks.base import KEYS, Dataset, SinkError, StoreSink, conform, dataset_schema, url_path
+from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks.base import KEYS, SinkError, StoreSink, StoreSpec, conform
+from rayapp.urls import url_path
+
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,22 +68,23 @@ def client_for(url: str) -> Any:
     return clickhouse_connect.get_client(dsn=url)
 
 
-class ClickHouseSink(StoreSink):
+@dataclass(frozen=True)
+class ClickHouseOptions:
+    batch_rows: int = 50_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ClickHouseOptions":
+        return cls(batch_rows=settings.writer_batch_rows)
+
+
+DATASETS = (Dataset.TRANSACTIONS, Dataset.PREDICTIONS, Dataset.DAILY_ACCOUNT_ACTIVITY, Dataset.MERCHANT_DAILY_STATS)
+
+
+class ClickHouseSink(StoreSink[ClickHouseOptions]):
     """Arrow inserts in large blocks into ReplacingMergeTree tables."""
 
-    store: ClassVar[str] = "clickhouse"
-    datasets: ClassVar[tuple[Dataset, ...]] = (
-        Dataset.TRANSACTIONS,
-        Dataset.PREDICTIONS,
-        Dataset.DAILY_ACCOUNT_ACTIVITY,
-        Dataset.MERCHANT_DAILY_STATS,
-    )
-
+    datasets = DATASETS
     _client: Any = None
-
-    @property
-    def single_writer(self) -> bool:  # type: ignore[override]
-        return urlsplit(self.url).scheme == "chdb"
 
     def on_write_start(self) -> None:
         if self._client is None:
@@ -123,3 +130,10 @@ class ClickHouseSink(StoreSink):
         if urlsplit(self.url).scheme == "chdb":
             return f"python -c \"import clickhouse_connect as c; print(c.get_client(dsn='chdb://{url_path(self.url)}').query_df('{q}'))\""
         return f"clickhouse-client --query \"{q}\""
+
+
+STORE = StoreSpec(
+    name="clickhouse", setting="clickhouse_url", schemes=("chdb", "http", "https", "clickhouse"),
+    embedded_schemes=("chdb",), default_dir="clickhouse", datasets=DATASETS, sink=ClickHouseSink,
+    options=ClickHouseOptions.from_settings, order=20,
+)  # fmt: skip

@@ -12,18 +12,21 @@ USED widens its time range.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.sinks.base import Dataset, SinkError, StoreSink, conform, to_records, url_path, url_query
-from rayapp.transforms.serving import UTC_US, first_of_runs
+from rayapp.catalog import UTC_US, Dataset
+from rayapp.sinks.base import SinkError, StoreSink, StoreSpec, conform
+from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
+from rayapp.transforms.serving import first_of_runs
+from rayapp.urls import url_path
+
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +124,6 @@ def graph_rows(block: pa.Table) -> GraphRows:
 PAID_HELD = pa.schema([("transaction_id", pa.string()), ("account_id", pa.string()), ("merchant_id", pa.string()), ("version", UTC_US)])
 USED_HELD = pa.schema([("account_id", pa.string()), ("device_id", pa.string()), ("first_seen", UTC_US), ("last_seen", UTC_US)])
 ENDPOINTS = ["transaction_id", "account_id", "merchant_id"]
-# Rows per statement within a write transaction: Ladybug's parameter binding costs ~1.25x more per
-# row for a 100k-row list than for 10k-row ones, and 10k is Neo4j's usual UNWIND batch too.
-STATEMENT_ROWS = 10_000
-
-
-def _chunks(rows: list[Any]) -> list[list[Any]]:
-    return [rows[i : i + STATEMENT_ROWS] for i in range(0, len(rows), STATEMENT_ROWS)]
 
 
 def plan_paid(paid: pa.Table, held: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -181,150 +177,25 @@ def write_graph(tx: Any, rows: GraphRows) -> None:
         tx.run(MERGE_USED, tx.records(plan_used(rows.used, held)))
 
 
-def _naive_utc(table: pa.Table) -> pa.Table:
-    fields = [pa.field(f.name, pa.timestamp(f.type.unit)) if pa.types.is_timestamp(f.type) and f.type.tz else f for f in table.schema]
-    return table.cast(pa.schema(fields))
+@dataclass(frozen=True)
+class GraphOptions:
+    #: Transactions per graph write transaction (Ladybug's commit cost grows with the graph: fewer, larger ones).
+    batch_rows: int = 100_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "GraphOptions":
+        return cls(batch_rows=settings.graph_batch_rows)
 
 
-class _Ladybug:
-    def __init__(self, path: str) -> None:
-        import ladybug
-
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.db = ladybug.Database(path)
-        self.conn = ladybug.Connection(self.db)
-        self.prepared: dict[str, Any] = {}
-
-    def setup(self) -> None:
-        for q in LADYBUG_SCHEMA:
-            self.conn.execute(q)
-
-    def _execute(self, query: str, rows: list[Any]) -> Any:
-        # A statement prepared once: `execute(text, params)` re-derives a cache key from every
-        # parameter value and re-plans, which doubles the cost of a 50k-row batch.
-        ps = self.prepared.get(query)
-        if ps is None:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ps = self.prepared[query] = self.conn.prepare(query)
-        return self.conn.execute(ps, {"rows": rows})
-
-    def run(self, query: str, rows: list[Any]) -> None:
-        for chunk in _chunks(rows):
-            self._execute(query, chunk)
-
-    def table(self, query: str, rows: list[Any], schema: pa.Schema) -> pa.Table:
-        # One statement however many rows: Ladybug answers a lookup by relationship property with
-        # one scan of the relationship table joined to all the ids. TIMESTAMPs come back naive (UTC).
-        if not rows:
-            return schema.empty_table()
-        return self._execute(query, rows).get_as_arrow().cast(_naive_utc(schema.empty_table()).schema).cast(schema)
-
-    @staticmethod
-    def records(table: pa.Table) -> list[dict[str, Any]]:
-        # Naive UTC datetimes: what a TIMESTAMP holds, and ~3x cheaper to build than aware ones.
-        return to_records(_naive_utc(table))
-
-    def write(self, fn: Callable[[Any], None]) -> None:
-        """``fn(self)`` in one write transaction: a block lands whole or not at all."""
-        self.conn.execute("BEGIN TRANSACTION")
-        try:
-            fn(self)
-        except BaseException:
-            try:
-                self.conn.execute("ROLLBACK")
-            except RuntimeError:  # a failed statement has already rolled the transaction back
-                pass
-            raise
-        self.conn.execute("COMMIT")
-
-    def scalar(self, query: str) -> int:
-        return int(self.conn.execute(query).get_next()[0])
-
-    def close(self) -> None:
-        self.prepared.clear()
-        self.conn.close()
-        self.db.close()
-
-
-class _Neo4j:
-    def __init__(self, url: str) -> None:
-        from neo4j import GraphDatabase
-
-        parts = urlsplit(url)
-        auth = (parts.username or "neo4j", parts.password or "") if parts.username else None
-        host = parts.hostname or "localhost"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        self.database = url_query(url).get("database") or (parts.path.strip("/") or None)
-        self.driver = GraphDatabase.driver(urlunsplit((parts.scheme, netloc, "", "", "")), auth=auth)
-
-    def setup(self) -> None:
-        self.driver.verify_connectivity()
-        with self.driver.session(database=self.database) as session:
-            for q in NEO4J_SCHEMA:
-                session.run(q).consume()
-
-    def write(self, fn: Callable[[Any], None]) -> None:
-        # A managed write transaction: the driver retries the whole function on transient errors
-        # and leader changes (it re-reads what the graph holds, so a retry decides afresh).
-        with self.driver.session(database=self.database) as session:
-            session.execute_write(lambda tx: fn(_Neo4jTx(tx)))
-
-    def scalar(self, query: str) -> int:
-        with self.driver.session(database=self.database) as session:
-            return int(session.run(query).single()[0])
-
-    def close(self) -> None:
-        self.driver.close()
-
-
-def _table(values: list[list[Any]], schema: pa.Schema) -> pa.Table:
-    """Neo4j result rows as Arrow (temporal values as Python ones; naive datetimes are UTC)."""
-    cols: list[list[Any]] = [[] for _ in schema]
-    for row in values:
-        for i, v in enumerate(row):
-            if hasattr(v, "to_native"):
-                v = v.to_native()
-            if isinstance(v, datetime) and v.tzinfo is None:
-                v = v.replace(tzinfo=timezone.utc)
-            cols[i].append(v)
-    return pa.table(cols, schema=schema)
-
-
-class _Neo4jTx:
-    def __init__(self, tx: Any) -> None:
-        self.tx = tx
-
-    def run(self, query: str, rows: list[Any]) -> None:
-        for chunk in _chunks(rows):
-            self.tx.run(query, rows=chunk).consume()
-
-    def table(self, query: str, rows: list[Any], schema: pa.Schema) -> pa.Table:
-        values = [v for chunk in _chunks(rows) for v in self.tx.run(query, rows=chunk).values()]
-        return _table(values, schema)
-
-    @staticmethod
-    def records(table: pa.Table) -> list[dict[str, Any]]:
-        return to_records(table)
-
-
-class GraphSink(StoreSink):
+class GraphSink(StoreSink[GraphOptions]):
     """Accounts, merchants and devices as nodes; payments and device use as relationships."""
 
-    store: ClassVar[str] = "graph"
-    datasets: ClassVar[tuple[Dataset, ...]] = (Dataset.TRANSACTIONS,)
-
+    datasets = (Dataset.TRANSACTIONS,)
     _backend: Any = None
-
-    @property
-    def single_writer(self) -> bool:  # type: ignore[override]
-        return urlsplit(self.url).scheme == "ladybug"
 
     def _open(self) -> Any:
         if self._backend is None:
-            self._backend = _Ladybug(url_path(self.url)) if urlsplit(self.url).scheme == "ladybug" else _Neo4j(self.url)
+            self._backend = LadybugEngine(url_path(self.url), LADYBUG_SCHEMA) if urlsplit(self.url).scheme == "ladybug" else Neo4jEngine(self.url, NEO4J_SCHEMA)
         return self._backend
 
     def on_write_start(self) -> None:
@@ -356,3 +227,10 @@ class GraphSink(StoreSink):
         if urlsplit(self.url).scheme == "ladybug":
             return f"python -c \"import ladybug as lb; print(lb.Connection(lb.Database('{url_path(self.url)}')).execute('{q}').get_as_df())\""
         return f"cypher-shell -a '{self.display_url}' \"{q}\""
+
+
+STORE = StoreSpec(
+    name="graph", setting="graph_url", schemes=("ladybug", "neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"),
+    embedded_schemes=("ladybug",), default_dir="graph", datasets=GraphSink.datasets, sink=GraphSink,
+    options=GraphOptions.from_settings, order=30,
+)  # fmt: skip

@@ -11,12 +11,18 @@ from __future__ import annotations
 import io
 import logging
 from importlib import resources
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from rayapp.sinks.base import KEYS, Dataset, SinkError, StoreSink, conform, dataset_schema, url_path
+from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks.base import KEYS, SinkError, StoreSink, StoreSpec, conform
+from rayapp.urls import url_path
+
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +105,22 @@ def csv_ready(table: pa.Table) -> pa.Table:
     return pa.table(cols, names=table.column_names)
 
 
-class PostgresSink(StoreSink):
+@dataclass(frozen=True)
+class PostgresOptions:
+    batch_rows: int = 50_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PostgresOptions":
+        return cls(batch_rows=settings.writer_batch_rows)
+
+
+DATASETS = (Dataset.TRANSACTIONS, Dataset.PREDICTIONS, Dataset.DAILY_ACCOUNT_ACTIVITY, Dataset.MERCHANT_DAILY_STATS)
+
+
+class PostgresSink(StoreSink[PostgresOptions]):
     """Upserts transactions, predictions and the gold tables into PostgreSQL."""
 
-    store: ClassVar[str] = "postgres"
-    datasets: ClassVar[tuple[Dataset, ...]] = (
-        Dataset.TRANSACTIONS,
-        Dataset.PREDICTIONS,
-        Dataset.DAILY_ACCOUNT_ACTIVITY,
-        Dataset.MERCHANT_DAILY_STATS,
-    )
-
+    datasets = DATASETS
     _engine: Any = None
 
     def on_write_start(self) -> None:
@@ -186,3 +197,10 @@ class PostgresSink(StoreSink):
                 ".psql('SELECT status, count(*), round(avg(fraud_score)::numeric, 4) FROM transactions GROUP BY 1'))\""
             )
         return f"psql '{self.display_url}' -c 'SELECT status, count(*) FROM transactions GROUP BY 1'"
+
+
+STORE = StoreSpec(
+    name="postgres", setting="postgres_url", schemes=("postgresql", "postgresql+psycopg", "postgres", "pgserver"),
+    embedded_schemes=("pgserver",), default_dir="postgres", datasets=DATASETS, sink=PostgresSink,
+    options=PostgresOptions.from_settings, order=10,
+)  # fmt: skip

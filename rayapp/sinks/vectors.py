@@ -16,14 +16,20 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.sinks.base import Dataset, SinkError, StoreSink, conform, dataset_schema, url_path, url_query
+from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks.base import SinkError, StoreSink, StoreSpec, conform
+from rayapp.urls import url_path, url_query
+
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -171,17 +177,24 @@ def pinecone_batches(vectors: list[dict[str, Any]]) -> Iterator[list[dict[str, A
         yield batch
 
 
-class VectorSink(StoreSink):
+@dataclass(frozen=True)
+class VectorOptions:
+    batch_rows: int = 50_000
+    pinecone_api_key: str | None = None
+    pinecone_host: str | None = None
+    vector_dimension: int = 384
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "VectorOptions":
+        key = settings.pinecone_api_key.get_secret_value() if settings.pinecone_api_key is not None else None
+        return cls(batch_rows=settings.writer_batch_rows, pinecone_api_key=key, pinecone_host=settings.pinecone_host)
+
+
+class VectorSink(StoreSink[VectorOptions]):
     """Merchant profile vectors and high-risk transaction vectors."""
 
-    store: ClassVar[str] = "vector"
-    datasets: ClassVar[tuple[Dataset, ...]] = (Dataset.MERCHANT_VECTORS, Dataset.TRANSACTION_VECTORS)
-
+    datasets = (Dataset.MERCHANT_VECTORS, Dataset.TRANSACTION_VECTORS)
     _backend: Any = None
-
-    @property
-    def single_writer(self) -> bool:  # type: ignore[override]
-        return urlsplit(self.url).scheme == "lancedb"
 
     def _open(self) -> Any:
         if self._backend is None:
@@ -228,3 +241,9 @@ class VectorSink(StoreSink):
                 ".search().select(['id','name','category','fraud_rate']).limit(5).to_pandas())\""
             )
         return "python -c \"from pinecone import Pinecone; print(Pinecone().Index(host='<host>').describe_index_stats())\""
+
+
+STORE = StoreSpec(
+    name="vector", setting="vector_url", schemes=("lancedb", "pinecone"), embedded_schemes=("lancedb",),
+    default_dir="vectors", datasets=VectorSink.datasets, sink=VectorSink, options=VectorOptions.from_settings, order=40,
+)  # fmt: skip

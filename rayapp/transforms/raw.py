@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayapp.errors import FileRejectedError
-from rayapp.schema import BRONZE_SCHEMA, CONTRACT_COLUMNS
+from rayapp.catalog import BRONZE_SCHEMA, CONTRACT_COLUMNS
 
 FORMAT_BY_SUFFIX = {
     ".csv": "csv",

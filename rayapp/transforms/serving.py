@@ -5,10 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.transforms.silver import BUSINESS_COLUMNS
+from rayapp.catalog import BUSINESS_COLUMNS, PREDICTION_COLUMNS, UTC_US
 
-UTC_US = pa.timestamp("us", tz="UTC")
-PREDICTION_COLUMNS = ("model_version", "fraud_score", "is_fraud_pred", "scored_at")
 #: Silver columns a transaction row carries to the stores.
 TRANSACTION_SOURCE_COLUMNS = (*BUSINESS_COLUMNS, "_updated_at")
 #: What the merchant profile needs from each transaction.

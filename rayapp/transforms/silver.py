@@ -22,53 +22,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rayapp.catalog import (
+    AMOUNT_TYPE,
+    BRONZE_META_FIELDS,
+    BUSINESS_FIELDS,
+    CONTRACT_COLUMNS,
+    DAILY_ACCOUNT_SCHEMA,
+    MERCHANT_DAILY_SCHEMA,
+    ORDER_FIELDS,
+    QUARANTINE_SCHEMA,
+    SILVER_SCHEMA,
+    STANDARD_SCHEMA,
+    UTC_US,
+)
 from rayapp.quality import DEFAULT_RULES, Expectations
-from rayapp.schema import CONTRACT_COLUMNS, UTC_US
 
-AMOUNT_TYPE = pa.decimal128(18, 2)
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "CNY", "INR", "BRL", "MXN", "SGD")
 CHANNELS = ("online", "pos", "atm", "mobile")
 STATUSES = ("pending", "settled", "reversed", "chargeback")
 MAX_AMOUNT = Decimal("1000000")
-
-#: Silver business columns with their types (contract order).
-BUSINESS_FIELDS: tuple[pa.Field, ...] = tuple(
-    pa.field(c, AMOUNT_TYPE if c == "amount" else pa.bool_() if c == "is_fraud" else UTC_US if c in ("event_time", "updated_at") else pa.string())
-    for c in CONTRACT_COLUMNS
-)
-BUSINESS_COLUMNS = tuple(f.name for f in BUSINESS_FIELDS)
-#: Bronze lineage carried to silver: it orders versions with equal ``updated_at``.
-ORDER_FIELDS = (pa.field("_ingested_at", UTC_US), pa.field("_source_file", pa.string()), pa.field("_source_row", pa.int64()))
-STANDARD_SCHEMA = pa.schema(list(BUSINESS_FIELDS) + list(ORDER_FIELDS))
-
-SILVER_SCHEMA = pa.schema(
-    list(BUSINESS_FIELDS)
-    + [
-        pa.field("_row_hash", pa.string()),
-        pa.field("_first_seen_at", UTC_US),
-        pa.field("_updated_at", UTC_US),
-        pa.field("_source_file", pa.string()),
-        pa.field("_source_row", pa.int64()),
-        pa.field("_ingested_at", UTC_US),
-        pa.field("_run_id", pa.string()),
-    ]
-)
-
-_QUARANTINE_META = ("_extra", "_batch_id", "_ingested_at", "_source_file", "_source_row", "_source_system")
-QUARANTINE_SCHEMA = pa.schema(
-    [pa.field(c, pa.string()) for c in CONTRACT_COLUMNS]
-    + [
-        pa.field("_extra", pa.string()),
-        pa.field("_batch_id", pa.string()),
-        pa.field("_ingested_at", UTC_US),
-        pa.field("_source_file", pa.string()),
-        pa.field("_source_row", pa.int64()),
-        pa.field("_source_system", pa.string()),
-        pa.field("_reasons", pa.list_(pa.string())),
-        pa.field("_run_id", pa.string()),
-        pa.field("_quarantined_at", UTC_US),
-    ]
-)
+_QUARANTINE_META = tuple(f.name for f in BRONZE_META_FIELDS)
 
 
 # ---- value parsers -------------------------------------------------------------------------------
@@ -301,31 +274,6 @@ def to_silver_rows(winners: pa.Table, run_id: str, now: object) -> pa.Table:
 
 
 # ---- gold aggregates ------------------------------------------------------------------------------
-
-DAILY_ACCOUNT_SCHEMA = pa.schema(
-    [
-        pa.field("account_id", pa.string()),
-        pa.field("activity_date", pa.date32()),
-        pa.field("txn_count", pa.int64()),
-        pa.field("total_amount", AMOUNT_TYPE),
-        pa.field("distinct_merchants", pa.int64()),
-        pa.field("first_event_time", UTC_US),
-        pa.field("last_event_time", UTC_US),
-        pa.field("fraud_count", pa.int64()),
-    ]
-)
-MERCHANT_DAILY_SCHEMA = pa.schema(
-    [
-        pa.field("merchant_id", pa.string()),
-        pa.field("activity_date", pa.date32()),
-        pa.field("txn_count", pa.int64()),
-        pa.field("total_amount", AMOUNT_TYPE),
-        pa.field("distinct_accounts", pa.int64()),
-        pa.field("fraud_count", pa.int64()),
-        pa.field("fraud_rate", pa.float64()),
-    ]
-)
-
 
 def activity_date(event_time: pa.Array) -> pa.Array:
     """UTC calendar date of an event time."""

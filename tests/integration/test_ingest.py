@@ -16,7 +16,7 @@ from jobs import ingest as ingest_job
 from rayapp import lake
 from rayapp.ledger import Ledger
 from rayapp.pipelines.ingest import bronze_uri
-from rayapp.schema import CONTRACT_COLUMNS
+from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
 from tests.integration import reference
 

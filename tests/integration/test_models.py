@@ -20,7 +20,7 @@ from rayapp import lake
 from rayapp.ledger import Ledger
 from rayapp.pipelines.score import APP_NAME, PREDICTIONS
 from rayapp.pipelines.silver import SILVER, uri
-from rayapp.schema import CONTRACT_COLUMNS
+from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
 from tests.conftest import _free_port
 

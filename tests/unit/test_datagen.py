@@ -9,8 +9,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from rayapp.datagen import FORMATS, GenSpec, encode, generate_table
-from rayapp.schema import CONTRACT_COLUMNS
+from rayapp.tools.datagen import FORMATS, GenSpec, generate_table
+from rayapp.tools.datagen_values import encode
+from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.transforms.raw import parse_landing
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rayapp.errors import FileRejectedError
-from rayapp.schema import BRONZE_SCHEMA, CONTRACT_COLUMNS
+from rayapp.catalog import BRONZE_SCHEMA, CONTRACT_COLUMNS
 from rayapp.transforms.raw import detect_format, parse_landing, to_bronze
 
 NOW = datetime(2025, 5, 1, 12, 0, tzinfo=timezone.utc)

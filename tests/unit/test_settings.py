@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from rayapp.errors import ConfigError
+from rayapp.lake import Lake
+from rayapp.sinks import store
 from rayapp.settings import load_settings, redact_url
 
 
@@ -12,11 +14,12 @@ def test_defaults_are_absolute_and_derived(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     s = load_settings()
     assert s.data_dir == tmp_path / "data"
-    assert s.lake == str(tmp_path / "data" / "lake")
+    assert s.lake_root == str(tmp_path / "data" / "lake")
     assert s.landing == str(tmp_path / "data" / "lake" / "landing")
-    assert s.store_url("clickhouse") == f"chdb://{tmp_path}/data/clickhouse"
-    assert s.store_url("graph").startswith("ladybug://")
-    assert s.store_url("vector").startswith("lancedb://")
+    assert store("clickhouse").url(s) == f"chdb://{tmp_path}/data/clickhouse"
+    assert store("graph").url(s) == f"ladybug://{tmp_path}/data/graph"
+    assert store("vector").url(s) == f"lancedb://{tmp_path}/data/vectors"
+    assert store("postgres").url(s) == f"pgserver://{tmp_path}/data/postgres"
 
 
 def test_precedence_override_env_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,7 +37,7 @@ def test_config_from_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     cfg.write_text('lake_uri = "s3://bucket/lake"\n')
     monkeypatch.setenv("RAYAPP_CONFIG", str(cfg))
     s = load_settings()
-    assert s.lake == "s3://bucket/lake"
+    assert s.lake_root == "s3://bucket/lake"
     assert s.landing == "s3://bucket/lake/landing"
 
 
@@ -79,8 +82,8 @@ def test_secrets_redacted_everywhere() -> None:
     text = repr(s) + str(red)
     assert "SUPERSECRET" not in text and "hunter2" not in text
     assert red["postgres_url"] == "postgresql://app:***@db:5432/rayapp"
-    assert s.delta_storage_options()["AWS_SECRET_ACCESS_KEY"] == "SUPERSECRET"
-    assert s.delta_storage_options()["AWS_ALLOW_HTTP"] == "true"  # inferred from http:// endpoint
+    assert Lake(s).storage_options["AWS_SECRET_ACCESS_KEY"] == "SUPERSECRET"
+    assert Lake(s).storage_options["AWS_ALLOW_HTTP"] == "true"  # inferred from http:// endpoint
 
 
 def test_redact_url_query_tokens() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rayapp.errors import RayappError
 from rayapp.quality import Action, ExpectationFailed, Expectations
-from rayapp.schema import BRONZE_SCHEMA, CONTRACT_COLUMNS
+from rayapp.catalog import BRONZE_SCHEMA, CONTRACT_COLUMNS
 from rayapp.transforms import silver as tx
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

@@ -11,7 +11,9 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from rayapp.sinks.base import Dataset, RetryExhausted, RetryPolicy, SinkError, conform, dataset_schema, is_transient, url_path
+from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks.base import RetryExhausted, RetryPolicy, SinkError, conform, is_transient
+from rayapp.urls import url_path
 from rayapp.transforms import serving as sv
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

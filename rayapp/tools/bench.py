@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rayapp.lake import Lake
 from rayapp.ledger import Ledger, new_run_id, utcnow
 from rayapp.settings import Settings
 
@@ -69,9 +70,9 @@ def run_benchmark(
     Returns:
         The report (also written to ``<data_dir>/bench/benchmark-<timestamp>.json``).
     """
-    from rayapp.datagen import GenSpec
     from rayapp.pipelines.generate import generate
     from rayapp.pipelines.ingest import ingest
+    from rayapp.tools.datagen import GenSpec
 
     bench_dir = Path(settings.data_dir) / "bench"
     work = bench_dir / "work"
@@ -79,30 +80,33 @@ def run_benchmark(
     scratch = settings.model_copy(
         update={"data_dir": work, "lake_uri": str(work / "lake"), "landing_uri": str(work / "lake" / "landing")}
     )
-    ledger = Ledger(scratch)
+    lake = Lake(scratch)
+    ledger = Ledger(lake)
     spec = GenSpec(rows=rows, seed=seed, files=files)
     timings: list[StageTiming] = []
 
-    t, _ = timed("generate", rows, lambda: generate(scratch, spec, scratch.landing))
+    t, _ = timed("generate", rows, lambda: generate(lake, spec, scratch.landing))
     timings.append(t)
-    t, res = timed("ingest", lambda r: r.rows, lambda: ingest(scratch, ledger, new_run_id("bench-ingest")))
+    t, res = timed("ingest", lambda r: r.rows, lambda: ingest(lake, ledger, new_run_id("bench-ingest")))
     timings.append(t)
 
     import resource
 
-    from rayapp.bench_reference import reference_bronze_to_silver
-    from rayapp.pipelines.silver import bronze_to_silver, silver_to_gold
+    from rayapp.catalog import BRONZE
+    from rayapp.pipelines.gold import silver_to_gold
+    from rayapp.pipelines.silver import bronze_to_silver
+    from rayapp.tools.bench_reference import reference_bronze_to_silver
 
-    t, b2s = timed("bronze_to_silver", rows, lambda: bronze_to_silver(scratch, ledger, new_run_id("bench-b2s")))
+    t, b2s = timed("bronze_to_silver", rows, lambda: bronze_to_silver(lake, ledger, new_run_id("bench-b2s")))
     t.extra = {"silver_rows": b2s.counts["inserted"], "quarantined": b2s.counts["quarantined"]}
     timings.append(t)
-    t, gold = timed("silver_to_gold", b2s.counts["inserted"], lambda: silver_to_gold(scratch, ledger, new_run_id("bench-gold")))
+    t, gold = timed("silver_to_gold", b2s.counts["inserted"], lambda: silver_to_gold(lake, ledger, new_run_id("bench-gold")))
     t.extra = {"dates": gold.dates}
     timings.append(t)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t, ref = timed(
         "polars_reference_bronze_to_silver", rows,
-        lambda: reference_bronze_to_silver(scratch.table_uri("bronze", "transactions"), scratch.delta_storage_options()),
+        lambda: reference_bronze_to_silver(lake.uri(BRONZE), lake.storage_options),
     )  # fmt: skip
     t.extra = {
         "silver_rows": ref["silver_rows"], "quarantined": ref["quarantined"],
@@ -114,21 +118,21 @@ def run_benchmark(
     from rayapp.pipelines.score import score_transactions
     from rayapp.pipelines.train import train_fraud_model
 
-    t, trained = timed("train_fraud_model", lambda r: r.rows, lambda: train_fraud_model(scratch, new_run_id("bench-train")))
+    t, trained = timed("train_fraud_model", lambda r: r.rows, lambda: train_fraud_model(lake, new_run_id("bench-train")))
     t.extra = {"roc_auc": round(trained.model.metrics["roc_auc"], 4)}
     timings.append(t)
     silver_rows = b2s.counts["inserted"]
-    t, _ = timed("score_inline", silver_rows, lambda: score_transactions(scratch, ledger, new_run_id("bench-score"), mode="inline", full=True))
+    t, _ = timed("score_inline", silver_rows, lambda: score_transactions(lake, ledger, new_run_id("bench-score"), mode="inline", full=True))
     timings.append(t)
     if deploy_models is not None:
         deploy_models(scratch)
-        t, _ = timed("score_serve", silver_rows, lambda: score_transactions(scratch, ledger, new_run_id("bench-score"), mode="serve", full=True))
+        t, _ = timed("score_serve", silver_rows, lambda: score_transactions(lake, ledger, new_run_id("bench-score"), mode="serve", full=True))
         timings.append(t)
-        timings.extend(_scoring_step_benchmark(scratch, new_run_id("bench-step")))
+        timings.extend(_scoring_step_benchmark(lake, new_run_id("bench-step")))
         timings.append(_embed_benchmark(scratch, embed_texts))
 
     if sinks:
-        timings.extend(_sink_benchmarks(scratch, new_run_id("bench-sinks")))
+        timings.extend(_sink_benchmarks(lake, new_run_id("bench-sinks")))
 
     by = {s.stage: s for s in timings}
     ratio = by["bronze_to_silver"].seconds / by["polars_reference_bronze_to_silver"].seconds
@@ -156,25 +160,29 @@ def run_benchmark(
     return report
 
 
-def _sink_benchmarks(settings: Settings, run_id: str, vector_rows: int = 200_000) -> list[StageTiming]:
+def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> list[StageTiming]:
     """Write throughput of each store through its writer actors (batches prepared beforehand, so
     lake reading and embedding are excluded; fresh stores under the scratch dir)."""
     import numpy as np
     import pyarrow as pa
     import ray
 
-    from rayapp.pipelines.publish import Coalesce, find_changes, transaction_batches
-    from rayapp.sinks.base import Dataset, dataset_schema
+    from rayapp.catalog import Dataset, dataset_schema
+    from rayapp.publish.changes import find_changes
+    from rayapp.publish.readers import transaction_batches
+    from rayapp.publish.routing import Coalesce
+    from rayapp.sinks import store as store_spec
 
-    tables = list(transaction_batches(settings, find_changes(settings, None), settings.writer_batch_rows))
+    settings = lake.settings
+    tables = list(transaction_batches(lake, find_changes(lake, None), settings.writer_batch_rows))
     rows = sum(b.num_rows for b in tables)
-    coalesce = Coalesce(settings.batch_rows("graph"))  # as publish hands them to the graph
+    coalesce = Coalesce(store_spec("graph").batch_rows(settings))  # as publish hands them to the graph
     graph_tables = [b for b in [*(coalesce.add(t) for t in tables), coalesce.flush()] if b is not None]
     refs = {"graph": [ray.put(b) for b in graph_tables], "table": [ray.put(b) for b in tables]}
     del tables, graph_tables
     out: list[StageTiming] = []
     for store in ("postgres", "clickhouse", "graph"):
-        t = _time_store(settings, run_id, store, Dataset.TRANSACTIONS, refs["graph" if store == "graph" else "table"], rows)
+        t = _time_store(lake, run_id, store, Dataset.TRANSACTIONS, refs["graph" if store == "graph" else "table"], rows)
         if store == "graph":
             rels = t.extra["held"]["PAID"] + t.extra["held"]["USED"]
             t.extra.update({"relationships": rels, "relationships_per_s": round(rels / t.seconds)})
@@ -193,22 +201,22 @@ def _sink_benchmarks(settings: Settings, run_id: str, vector_rows: int = 200_000
         "event_time": pa.repeat(now, n), "_version": pa.repeat(now, n),
     }).cast(schema.set(1, pa.field("vector", pa.list_(pa.float32()))))  # fmt: skip
     refs = [ray.put(table.slice(i, settings.writer_batch_rows)) for i in range(0, n, settings.writer_batch_rows)]
-    t = _time_store(settings, run_id, "vector", Dataset.TRANSACTION_VECTORS, refs, n)
+    t = _time_store(lake, run_id, "vector", Dataset.TRANSACTION_VECTORS, refs, n)
     t.extra["unit"] = "vectors"
     out.append(t)
     return out
 
 
-def _time_store(settings: Settings, run_id: str, store: str, dataset: Any, refs: list[Any], rows: int) -> StageTiming:
+def _time_store(lake: Lake, run_id: str, store: str, dataset: Any, refs: list[Any], rows: int) -> StageTiming:
     """Time one store's writer actors taking every batch in ``refs`` (setup outside the timing)."""
     import ray
 
-    from rayapp.pipelines.publish import Fanout, start_writers, stop_writers
+    from rayapp.publish.writers import Fanout, start_writers, stop_writers
 
-    pools = start_writers(settings, [store], run_id)
+    pools = start_writers(lake, [store], run_id)
     try:
         ray.get([a.counts.remote() for a in pools[store]])  # connect + create tables outside the timing
-        fan = Fanout(settings, run_id, pools, settings.writer_max_in_flight)
+        fan = Fanout(lake, run_id, pools)
 
         def write_all() -> Any:
             for ref in refs:
@@ -224,11 +232,9 @@ def _time_store(settings: Settings, run_id: str, store: str, dataset: Any, refs:
 
 def _embed_benchmark(settings: Settings, n: int) -> StageTiming:
     """Short merchant-style texts through the Embedder deployment's batch method."""
-    from ray import serve
+    from rayapp.serving import EMBEDDER, deployment
 
-    from rayapp.pipelines.score import APP_NAME
-
-    handle = serve.get_deployment_handle("Embedder", app_name=APP_NAME)
+    handle: Any = deployment(EMBEDDER)
     texts = [f"Card purchase at Store {i % 997} ref {i}" for i in range(n)]
     handle.embed_many.remote(texts[:64]).result()  # warm-up
     t0 = time.perf_counter()
@@ -241,15 +247,17 @@ def _embed_benchmark(settings: Settings, n: int) -> StageTiming:
     return timing
 
 
-def _scoring_step_benchmark(settings: Settings, run_id: str) -> list[StageTiming]:
+def _scoring_step_benchmark(lake: Lake, run_id: str) -> list[StageTiming]:
     """The scoring step alone: the same materialised feature blocks through Serve and inline."""
     from ray.data import ActorPoolStrategy
 
+    from rayapp.model_store import load_model
     from rayapp.pipelines.features import build_features
-    from rayapp.pipelines.score import InlineScorer, LakeModelLoader, ServeScorer
+    from rayapp.pipelines.score import InlineScorer
+    from rayapp.serving import ServeScorer
 
-    model = LakeModelLoader(settings).load_model()
-    features = build_features(settings, run_id, model.categories, task_cpus=0.5)
+    model = load_model(lake.settings)
+    features = build_features(lake, run_id, model.categories, task_cpus=0.5)
     try:
         ds = features.dataset.materialize()
     finally:
@@ -258,7 +266,7 @@ def _scoring_step_benchmark(settings: Settings, run_id: str) -> list[StageTiming
     out = []
     for stage, fn, kwargs, cpus in (
         ("score_step_serve", ServeScorer, {}, 0.2),
-        ("score_step_inline", InlineScorer, {"settings": settings, "version": model.version}, 0.5),
+        ("score_step_inline", InlineScorer, {"lake": lake, "version": model.version}, 0.5),
     ):
         t, _ = timed(stage, n, lambda fn=fn, kwargs=kwargs, cpus=cpus: ds.map_batches(
             fn, fn_constructor_kwargs=kwargs, batch_size=50_000, batch_format="pyarrow",

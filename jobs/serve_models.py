@@ -1,0 +1,45 @@
+"""Job `serve_models`: deploy the Serve application (FraudScorer, Embedder, HTTP API) with this
+run's Settings and keep it up until Ctrl-C (``rayapp serve`` runs this job)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from rayapp.jobkit import Job, JobContext, JobResult
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-version", help="fraud model version (default: latest)")
+    p.add_argument("--detach", action="store_true", help="return once deployed (the app stays up while its Ray cluster does)")
+
+
+def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
+    from rayapp.errors import RayappError
+    from serve.app import deploy
+
+    try:
+        version = deploy(ctx.settings, args.model_version)
+    except FileNotFoundError as exc:
+        raise RayappError(str(exc)) from None
+    base = f"http://127.0.0.1:{ctx.settings.serve_port}"
+    print(f"serving fraud model {version} and the embedder at {base}")
+    print(f"  curl {base}/healthz   curl {base}/models")
+    print(f"  curl -X POST {base}/embed -d '{{\"texts\": [\"card purchase\"]}}'")
+    if not args.detach:
+        print("Ctrl-C stops it.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return JobResult(details={"model_version": version, "url": base})
+
+
+DESCRIPTION = "Deploy the models (FraudScorer, Embedder) and their HTTP API on Ray Serve"
+SPEC = Job("serve_models", DESCRIPTION, _body, _arguments)
+JOB = (SPEC.entrypoint, DESCRIPTION)
+
+if __name__ == "__main__":
+    sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""What changed since each store's watermark.
+
+A store's watermark is the ledger's watermark of stage ``publish:<store>|<url>``: it belongs to a
+store *at its URL*, so pointing a store elsewhere publishes everything there. The plan of a run
+starts from the oldest watermark of the stores it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayapp.catalog import GOLD_MERCHANT, GOLD_TABLES, PREDICTIONS, SILVER
+from rayapp.errors import RayappError
+from rayapp.lake import Lake
+from rayapp.ledger import Ledger
+from rayapp.sinks.base import StoreSpec
+from rayapp.urls import redact_url
+
+#: Lake tables a publish run reads; their versions form each store's watermark.
+SOURCES = (SILVER.name, PREDICTIONS.name, *(t.name for t in GOLD_TABLES))
+
+
+def watermark_stage(spec: StoreSpec[Any], url: str) -> str:
+    """The ledger stage whose watermarks say what the store at ``url`` holds."""
+    return f"publish:{spec.name}|{redact_url(url)}"
+
+
+def store_watermark(lake: Lake, ledger: Ledger, spec: StoreSpec[Any]) -> dict[str, int] | None:
+    """Lake versions the store at its current URL has received (None: never published there)."""
+    marks = ledger.watermarks(watermark_stage(spec, spec.url(lake.settings)))
+    return marks or None
+
+
+def oldest(marks: list[dict[str, int] | None]) -> dict[str, int] | None:
+    """The watermark every selected store has reached (None when any store needs everything)."""
+    if not marks or any(m is None for m in marks):
+        return None
+    out: dict[str, int] = {}
+    for table in SOURCES:
+        values = [m[table] for m in marks if m is not None and table in m]
+        if len(values) == len(marks):
+            out[table] = min(values)
+    return out
+
+
+@dataclass
+class Changes:
+    versions: dict[str, int]
+    since: dict[str, int] | None
+    transaction_ids: pa.Array | None = None  # None: every transaction
+    prediction_ids: pa.Array | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "versions": self.versions,
+            "transactions": "all" if self.transaction_ids is None else len(self.transaction_ids),
+            "predictions": "all" if self.prediction_ids is None else len(self.prediction_ids),
+        }
+
+
+def find_changes(lake: Lake, since: dict[str, int] | None) -> Changes:
+    """Transactions and predictions changed after ``since`` (everything without it), at the
+    tables' current versions."""
+    versions = {t: v for t in SOURCES if (v := lake.version(t)) is not None}
+    if SILVER.name not in versions:
+        raise RayappError("no silver table yet: run ingest and bronze_to_silver first")
+    ch = Changes(versions, since)
+    if since is None or SILVER.name not in since:
+        return ch
+    silver_ids = lake.changed_keys(SILVER, since.get(SILVER.name), versions[SILVER.name])
+    pred_ids: pa.Array | None = pa.array([], pa.string())
+    if PREDICTIONS.name in versions:
+        pred_ids = lake.changed_keys(PREDICTIONS, since.get(PREDICTIONS.name), versions[PREDICTIONS.name])
+    if silver_ids is None or pred_ids is None:
+        return ch
+    ch.prediction_ids = pred_ids
+    ch.transaction_ids = pc.unique(pa.chunked_array([silver_ids, pred_ids], pa.string()).combine_chunks())
+    return ch
+
+
+def rebuilt_days(lake: Lake, table: str, ch: Changes) -> list[str] | None:
+    """Date partitions of a gold table rewritten since the watermark (None: all of them)."""
+    if ch.since is None or table not in ch.since:
+        return None
+    now = pa.table(lake.open(table, ch.versions[table]).get_add_actions(flatten=True))
+    old = set(pa.table(lake.open(table, ch.since[table]).get_add_actions(flatten=True))["path"].to_pylist())
+    pairs = zip(now["path"].to_pylist(), now["partition.activity_date"].to_pylist())
+    return sorted({str(d) for p, d in pairs if p not in old})
+
+
+__all__ = ["SOURCES", "GOLD_MERCHANT", "Changes", "find_changes", "oldest", "rebuilt_days", "store_watermark", "watermark_stage"]

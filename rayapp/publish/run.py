@@ -1,0 +1,172 @@
+"""The publish run, dead-letter replay, and what each store holds.
+
+Plan of one run:
+
+1. **What changed** since the stores' watermarks (:mod:`rayapp.publish.changes`): silver rows
+   inserted/updated plus transactions with new predictions; prediction rows; gold rows in the
+   date partitions rebuilt since; merchants whose gold rows were rebuilt. A store with no
+   watermark gets everything.
+2. **Fan-out**: Ray Data reads silver; the router hands each batch to every store that declares
+   the dataset, in that store's batch size (:mod:`rayapp.publish.routing`), through its writer
+   actors with bounded batches in flight (:mod:`rayapp.publish.writers`).
+3. **Vectors**: merchant profiles and high-risk transactions are embedded and routed the same way.
+4. **Outcome**: a batch a store still refuses after retries is a dead letter; the run is
+   ``partial``. Every batch is written or dead-lettered before the watermarks advance, so a
+   watermark never skips data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rayapp.catalog import GOLD_DATASETS, GOLD_MERCHANT, Dataset
+from rayapp.lake import Lake
+from rayapp.ledger import DeadLetter, Ledger, StageResult
+from rayapp.publish.changes import find_changes, oldest, store_watermark, watermark_stage
+from rayapp.publish.embedding import send_vectors
+from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, transaction_batches
+from rayapp.publish.routing import Router
+from rayapp.publish.writers import Fanout, StoreTally, start_writers, stop_writers
+from rayapp.sinks import select, stores
+from rayapp.transforms import serving as sv
+from rayapp.urls import redact_url
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class PublishResult(StageResult):
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def router_for(lake: Lake, fan: Fanout, names: list[str]) -> Router:
+    specs = select(names)
+    return Router(fan, specs, {s.name: s.batch_rows(lake.settings) for s in specs})
+
+
+def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None = None, full: bool = False) -> PublishResult:
+    """Publish lake changes to ``stores`` (default: all of them). See the module docstring."""
+    settings = lake.settings
+    chosen = select(stores)
+    names = [s.name for s in chosen]
+    marks = [None if full else store_watermark(lake, ledger, s) for s in chosen]
+    ch = find_changes(lake, oldest(marks))
+    logger.info("publish plan: %s", ch.describe())
+    pools = start_writers(lake, names, run_id)
+    fan = Fanout(lake, run_id, pools)
+    router = router_for(lake, fan, names)
+    risky: list[pa.Table] = []
+    rows_read = 0
+    try:
+        for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
+            rows_read += batch.num_rows
+            router.send(Dataset.TRANSACTIONS, batch)
+            if router.wants(Dataset.TRANSACTION_VECTORS):
+                risky.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
+        router.flush(Dataset.TRANSACTIONS)
+        for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
+            router.send(Dataset.PREDICTIONS, batch)
+        router.flush(Dataset.PREDICTIONS)
+        rebuilt_merchants = None
+        for table, dataset in GOLD_DATASETS.items():
+            needed = router.wants(dataset) or (table == GOLD_MERCHANT.name and router.wants(Dataset.MERCHANT_VECTORS))
+            rows = gold_rows(lake, table, ch) if needed else None
+            if table == GOLD_MERCHANT.name:
+                rebuilt_merchants = rows
+            if rows is not None and router.wants(dataset):
+                router.send(dataset, rows)
+                router.flush(dataset)
+        profiles = merchant_profile_rows(lake, ch, rebuilt_merchants) if router.wants(Dataset.MERCHANT_VECTORS) else None
+        send_vectors(router, profiles, risky)
+        tally = fan.drain()
+    finally:
+        stop_writers(pools)
+    dead = [d for t in tally.values() for d in t.dead_letters]
+    ledger.record_dead_letters(dead)
+    record_dlq_size(ledger)
+    for spec in chosen:
+        ledger.advance(watermark_stage(spec, spec.url(settings)), ch.versions, run_id)
+    counts: dict[str, int] = {"rows_read": rows_read, "dead_letters": len(dead)}
+    details: dict[str, Any] = {"changes": ch.describe(), "stores": {}}
+    for spec in chosen:
+        t = tally[spec.name]
+        counts[f"{spec.name}.written"] = sum(t.written.values())
+        counts[f"{spec.name}.failed"] = sum(t.failed.values())
+        details["stores"][spec.name] = {"url": redact_url(spec.url(settings)), "written": t.written, "failed": t.failed,
+                                        "errors": sorted(set(t.errors))[:5]}  # fmt: skip
+    counts["rows_written"] = sum(counts[f"{n}.written"] for n in names)
+    return PublishResult(status="partial" if dead else "succeeded", counts=counts, versions_read=dict(ch.versions), details=details,
+                         dead_letters=dead)  # fmt: skip
+
+
+def record_dlq_size(ledger: Ledger) -> None:
+    from rayapp.metrics import set_dlq_size
+
+    pending = ledger.dead_letters()
+    for name in stores():
+        set_dlq_size(name, sum(d.rows for d in pending if d.store == name))
+
+
+def tally_counts(tally: dict[str, StoreTally]) -> dict[str, int]:
+    """``<store>.written`` / ``<store>.failed`` and ``rows_written`` of a fan-out."""
+    counts: dict[str, int] = {}
+    for name, t in tally.items():
+        counts[f"{name}.written"] = sum(t.written.values())
+        counts[f"{name}.failed"] = sum(t.failed.values())
+    counts["rows_written"] = sum(sum(t.written.values()) for t in tally.values())
+    return counts
+
+
+def replay_dead_letters(lake: Lake, ledger: Ledger, run_id: str, *, store: str | None = None) -> PublishResult:
+    """Re-send pending dead letters (of one store or all); those written are marked replayed."""
+    import ray
+
+    if store is not None:
+        select([store])
+    letters = ledger.dead_letters(store=store)
+    counts: dict[str, int] = {"dead_letters": len(letters), "replayed": 0, "still_failing": 0}
+    if not letters:
+        return PublishResult(counts=counts, details={"replayed": []})
+    pools = start_writers(lake, sorted({d.store for d in letters}), run_id)
+    fan = Fanout(lake, run_id, pools, dead_letter=False)
+    try:
+        for d in letters:
+            fs, path = lake.arrow_fs(d.path)
+            fan.submit(d.store, Dataset(d.dataset), ray.put(pq.read_table(path, filesystem=fs)), tag=d.dlq_id)
+        tally = fan.drain()
+    finally:
+        stop_writers(pools)
+    replayed = {i for t in tally.values() for i in t.replayed}
+    updates = []
+    for d in letters:
+        if d.dlq_id in replayed:
+            updates.append(DeadLetter(**{**d.__dict__, "status": "replayed", "resolved_run_id": run_id}))
+        else:
+            err = "; ".join(sorted(set(tally[d.store].errors)))[:500] or d.error
+            updates.append(DeadLetter(**{**d.__dict__, "error": err, "attempts": d.attempts + lake.settings.writer_retries}))
+    ledger.record_dead_letters(updates)
+    for d in updates:
+        if d.status == "replayed":
+            lake.remove(d.path)  # the record says replayed; a leftover file would be harmless
+    record_dlq_size(ledger)
+    counts.update(tally_counts(tally), replayed=len(replayed), still_failing=len(letters) - len(replayed))
+    return PublishResult(status="partial" if counts["still_failing"] else "succeeded", counts=counts,
+                         details={"replayed": sorted(replayed)})  # fmt: skip
+
+
+def store_counts(lake: Lake, names: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """What each store holds now (opened from this process; embedded engines must be free)."""
+    out: dict[str, dict[str, int]] = {}
+    for spec in select(names):
+        sink = spec.make(lake.settings)
+        try:
+            sink.on_write_start()
+            out[spec.name] = sink.counts()
+        finally:
+            sink.close()
+    return out

@@ -1,0 +1,1 @@
+"""Demo, benchmark and data generator: built on the library, never imported by it."""
