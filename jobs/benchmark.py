@@ -39,7 +39,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 DESCRIPTION = "Time each stage on generated data; prints rows/s and writes <data_dir>/bench/*.json"
 SPEC = Job("benchmark", DESCRIPTION, _body, _arguments)
-JOB = (SPEC.entrypoint, DESCRIPTION)
+entrypoint = SPEC.entrypoint
+JOB = (entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
     sys.exit(SPEC.entrypoint(sys.argv[1:]))

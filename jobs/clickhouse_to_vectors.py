@@ -18,7 +18,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 DESCRIPTION = "Backfill: rebuild the vectors store from ClickHouse (FINAL rows, read with Ray Data)"
 SPEC = Job("clickhouse_to_vectors", DESCRIPTION, _body)
-JOB = (SPEC.entrypoint, DESCRIPTION)
+entrypoint = SPEC.entrypoint
+JOB = (entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
     sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -78,7 +78,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 DESCRIPTION = "Run ingest -> bronze_to_silver -> silver_to_gold -> train (if needed) -> score -> publish"
 SPEC = Job("pipeline", DESCRIPTION, _body, _arguments)
-JOB = (SPEC.entrypoint, DESCRIPTION)
+entrypoint = SPEC.entrypoint
+JOB = (entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
     sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -27,7 +27,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 DESCRIPTION = "Publish changed transactions, predictions, gold rows and vectors to the serving stores"
 SPEC = Job("publish", DESCRIPTION, _body, _arguments)
-JOB = (SPEC.entrypoint, DESCRIPTION)
+entrypoint = SPEC.entrypoint
+JOB = (entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
     sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -39,7 +39,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 DESCRIPTION = "Deploy the models (FraudScorer, Embedder) and their HTTP API on Ray Serve"
 SPEC = Job("serve_models", DESCRIPTION, _body, _arguments)
-JOB = (SPEC.entrypoint, DESCRIPTION)
+entrypoint = SPEC.entrypoint
+JOB = (entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
     sys.exit(SPEC.entrypoint(sys.argv[1:]))

@@ -30,7 +30,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 DESCRIPTION = "Train the LightGBM fraud model on silver (time split) and save a versioned artifact"
 SPEC = Job("train_fraud_model", DESCRIPTION, _body, _arguments)
-JOB = (SPEC.entrypoint, DESCRIPTION)
+entrypoint = SPEC.entrypoint
+JOB = (entrypoint, DESCRIPTION)
 
 if __name__ == "__main__":
     sys.exit(SPEC.entrypoint(sys.argv[1:]))

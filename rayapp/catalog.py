@@ -184,6 +184,9 @@ class TableDef:
     def parts(self) -> tuple[str, ...]:
         return tuple(self.name.split("/"))
 
+    def __hash__(self) -> int:  # a table is its name (the properties mapping is not hashable)
+        return hash(self.name)
+
 
 BRONZE = TableDef("bronze/transactions", BRONZE_SCHEMA, "Every landing row as it arrived, with ingestion metadata (append-only)")
 SILVER = TableDef("silver/transactions", SILVER_SCHEMA, "Typed, validated, latest version per transaction_id", properties=CDF)

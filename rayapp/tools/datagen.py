@@ -40,9 +40,11 @@ from rayapp.tools.datagen_values import (
     RISKY_CATEGORIES,
     TS_P,
     choice,
+    corrupt,
     description,
     ip_address,
     iso,
+    mess,
     money,
     pick,
     prefixed,
@@ -310,45 +312,9 @@ def _transactions(
         "event_time": iso(event, choice(unif(s, S_TSFMT, rows), TS_P)),
         "updated_at": iso(updated, choice(unif(s, S_TSFMT + 100, rows), TS_P)),
     }
-    _mess(spec, cols, rows)
-    _corrupt(spec, cols, rows, invalid_ok)
+    mess(spec.seed, cols, rows, P_MESS, (S_MESS, S_MESSKIND))
+    corrupt(spec.seed, cols, rows, invalid_ok, P_INVALID, (S_INVALID, S_INVKIND))
     return cols
-
-
-def _mess(spec: GenSpec, cols: dict[str, pa.Array], rows: np.ndarray) -> None:
-    """Case and whitespace noise that normalisation must undo (rows stay valid)."""
-    s = spec.seed
-    messy = unif(s, S_MESS, rows) < P_MESS
-    if not messy.any():
-        return
-    k = np.floor(unif(s, S_MESSKIND, rows) * 5).astype(np.int64)
-    m = lambda i: pa.array(messy & (k == i))  # noqa: E731
-    cols["currency"] = pc.if_else(m(0), pc.binary_join_element_wise(" ", pc.utf8_lower(cols["currency"]), " ", ""), cols["currency"])
-    cols["channel"] = pc.if_else(m(1), pc.utf8_upper(cols["channel"]), cols["channel"])
-    cols["status"] = pc.if_else(m(2), pc.binary_join_element_wise(pc.utf8_capitalize(cols["status"]), "  ", ""), cols["status"])
-    cols["account_id"] = pc.if_else(m(3), pc.binary_join_element_wise("  ", cols["account_id"], "\t", ""), cols["account_id"])
-    cols["country"] = pc.if_else(m(4), pc.utf8_lower(cols["country"]), cols["country"])
-    cols["merchant_category"] = pc.if_else(m(4), pc.utf8_upper(cols["merchant_category"]), cols["merchant_category"])
-
-
-_CORRUPTIONS = (
-    ("transaction_id", ""), ("account_id", ""), ("merchant_id", "   "), ("amount", "12,50x"), ("amount", "abc"),
-    ("amount", "-15.00"), ("amount", "0"), ("amount", "2500000.00"), ("currency", "XYZ"),
-    ("event_time", "2025-13-45T99:00:00"), ("updated_at", "not-a-date"), ("channel", "fax"),
-    ("status", "unknown"), ("country", "USA"), ("event_time", ""),
-)  # fmt: skip
-
-
-def _corrupt(spec: GenSpec, cols: dict[str, pa.Array], rows: np.ndarray, ok: np.ndarray) -> None:
-    s = spec.seed
-    bad = ok & (unif(s, S_INVALID, rows) < P_INVALID)
-    if not bad.any():
-        return
-    kind = np.floor(unif(s, S_INVKIND, rows) * len(_CORRUPTIONS)).astype(np.int64)
-    for i, (col, value) in enumerate(_CORRUPTIONS):
-        mask = bad & (kind == i)
-        if mask.any():
-            cols[col] = pc.if_else(pa.array(mask), pa.scalar(value), cols[col])
 
 
 # ---- files ---------------------------------------------------------------------------------------

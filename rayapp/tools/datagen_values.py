@@ -185,3 +185,38 @@ def to_float(col: pa.ChunkedArray) -> pa.Array:
 
     return pl.from_arrow(col).cast(pl.Float64, strict=False).to_arrow()  # type: ignore[union-attr]
 
+
+
+def mess(s: int, cols: dict[str, pa.Array], rows: np.ndarray, p: float, streams: tuple[int, int]) -> None:
+    """Case and whitespace noise that normalisation must undo (rows stay valid), on a share ``p`` of rows."""
+    messy = unif(s, streams[0], rows) < p
+    if not messy.any():
+        return
+    k = np.floor(unif(s, streams[1], rows) * 5).astype(np.int64)
+    m = lambda i: pa.array(messy & (k == i))  # noqa: E731
+    cols["currency"] = pc.if_else(m(0), pc.binary_join_element_wise(" ", pc.utf8_lower(cols["currency"]), " ", ""), cols["currency"])
+    cols["channel"] = pc.if_else(m(1), pc.utf8_upper(cols["channel"]), cols["channel"])
+    cols["status"] = pc.if_else(m(2), pc.binary_join_element_wise(pc.utf8_capitalize(cols["status"]), "  ", ""), cols["status"])
+    cols["account_id"] = pc.if_else(m(3), pc.binary_join_element_wise("  ", cols["account_id"], "\t", ""), cols["account_id"])
+    cols["country"] = pc.if_else(m(4), pc.utf8_lower(cols["country"]), cols["country"])
+    cols["merchant_category"] = pc.if_else(m(4), pc.utf8_upper(cols["merchant_category"]), cols["merchant_category"])
+
+
+CORRUPTIONS = (
+    ("transaction_id", ""), ("account_id", ""), ("merchant_id", "   "), ("amount", "12,50x"), ("amount", "abc"),
+    ("amount", "-15.00"), ("amount", "0"), ("amount", "2500000.00"), ("currency", "XYZ"),
+    ("event_time", "2025-13-45T99:00:00"), ("updated_at", "not-a-date"), ("channel", "fax"),
+    ("status", "unknown"), ("country", "USA"), ("event_time", ""),
+)  # fmt: skip
+
+
+def corrupt(s: int, cols: dict[str, pa.Array], rows: np.ndarray, ok: np.ndarray, p: float, streams: tuple[int, int]) -> None:
+    """Invalid values of varied kinds in a share ``p`` of the rows where ``ok``."""
+    bad = ok & (unif(s, streams[0], rows) < p)
+    if not bad.any():
+        return
+    kind = np.floor(unif(s, streams[1], rows) * len(CORRUPTIONS)).astype(np.int64)
+    for i, (col, value) in enumerate(CORRUPTIONS):
+        mask = bad & (kind == i)
+        if mask.any():
+            cols[col] = pc.if_else(pa.array(mask), pa.scalar(value), cols[col])

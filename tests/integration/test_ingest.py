@@ -13,9 +13,9 @@ import pytest
 
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
-from rayapp import lake
+from rayapp.lake import Lake
 from rayapp.ledger import Ledger
-from rayapp.pipelines.ingest import bronze_uri
+from rayapp.catalog import BRONZE
 from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
 from tests.integration import reference
@@ -28,7 +28,7 @@ def _args(s: Settings) -> list[str]:
 
 
 def _bronze(s: Settings) -> pl.DataFrame:
-    return pl.from_arrow(lake.open_table(s, bronze_uri(s)).to_pyarrow_table())  # type: ignore[return-value]
+    return pl.from_arrow(Lake(s).open(BRONZE).to_pyarrow_table())  # type: ignore[return-value]
 
 
 def test_generate_ingest_is_faithful_and_idempotent(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,7 +36,7 @@ def test_generate_ingest_is_faithful_and_idempotent(settings: Settings, capsys: 
     assert ingest_job.entrypoint(_args(settings)) == 0
     bronze = _bronze(settings)
     assert bronze.height == 12_000
-    v1 = lake.open_table(settings, bronze_uri(settings)).version()
+    v1 = Lake(settings).open(BRONZE).version()
 
     # Every CSV/JSONL value is in bronze exactly as it was in the file, at its row number.
     landing = Path(settings.landing)
@@ -53,9 +53,9 @@ def test_generate_ingest_is_faithful_and_idempotent(settings: Settings, capsys: 
 
     # Second run: nothing new, no new bronze version.
     assert ingest_job.entrypoint(_args(settings)) == 0
-    assert lake.open_table(settings, bronze_uri(settings)).version() == v1
+    assert Lake(settings).open(BRONZE).version() == v1
     assert _bronze(settings).height == 12_000
-    runs = Ledger(settings).runs(job="ingest")
+    runs = Ledger(Lake(settings)).runs(job="ingest")
     assert [r.status for r in runs] == ["succeeded", "succeeded"]
     assert runs[0].counts["rows_written"] == 0 and runs[0].counts["files_skipped"] == 3
     assert runs[1].counts["rows_written"] == 12_000
@@ -76,7 +76,7 @@ def test_bad_file_rejected_neighbours_ingested(settings: Settings, capsys: pytes
     bronze = _bronze(settings)
     assert bronze.sort("transaction_id")["transaction_id"].to_list() == ["T1", "T2"]
     assert [json.loads(e) for e in bronze.sort("transaction_id")["_extra"]] == [{"new_col": "x"}, {"new_col": "y"}]
-    run = Ledger(settings).runs(job="ingest")[0]
+    run = Ledger(Lake(settings)).runs(job="ingest")[0]
     assert run.status == "succeeded" and run.counts["files_rejected"] == 2 and run.counts["files_ignored"] == 1
     assert {Path(r["file"]).suffix for r in run.details["rejected"]} == {".jsonl", ".parquet"}
 
@@ -102,7 +102,7 @@ def test_crash_between_commit_and_file_ledger_is_repaired(settings: Settings, mo
     assert _bronze(settings).height == 2
     assert ingest_job.entrypoint(_args(settings)) == 0
     assert _bronze(settings).height == 2  # not ingested twice
-    assert Ledger(settings).runs(job="ingest")[1].status == "failed"
+    assert Ledger(Lake(settings)).runs(job="ingest")[1].status == "failed"
 
 
 def test_ingest_on_s3(tmp_path: Path, s3_server: dict[str, str], s3_bucket: str) -> None:
@@ -112,12 +112,12 @@ def test_ingest_on_s3(tmp_path: Path, s3_server: dict[str, str], s3_bucket: str)
     assert generate_job.entrypoint(flags + ["--rows", "4000", "--files", "3"]) == 0
     assert settings.landing == f"s3://{s3_bucket}/lake/landing"
     assert ingest_job.entrypoint(flags) == 0
-    bronze = pl.from_arrow(lake.open_table(settings, bronze_uri(settings)).to_pyarrow_table())
+    bronze = pl.from_arrow(Lake(settings).open(BRONZE).to_pyarrow_table())
     assert bronze.height == 4000
     assert all(f.startswith(f"s3://{s3_bucket}/lake/landing/") for f in bronze["_source_file"].unique())
     assert ingest_job.entrypoint(flags) == 0
-    assert lake.open_table(settings, bronze_uri(settings)).count() == 4000
-    runs = Ledger(settings).runs()
+    assert Lake(settings).open(BRONZE).count() == 4000
+    runs = Ledger(Lake(settings)).runs()
     assert [r.job for r in runs] == ["ingest", "ingest", "generate"]
     assert all("testing-secret" not in json.dumps(r.args) for r in runs)
 

@@ -16,10 +16,11 @@ from jobs import generate as generate_job
 from jobs import ingest as ingest_job
 from jobs import score_transactions as score_job
 from jobs import train_fraud_model as train_job
-from rayapp import lake
+from rayapp.lake import Lake
 from rayapp.ledger import Ledger
-from rayapp.pipelines.score import APP_NAME, PREDICTIONS
-from rayapp.pipelines.silver import SILVER, uri
+from rayapp.catalog import PREDICTIONS
+from rayapp.serving import APP_NAME
+from rayapp.catalog import SILVER
 from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
 from tests.conftest import _free_port
@@ -45,7 +46,7 @@ def _args(s: Settings, *extra: str) -> list[str]:
 
 
 def test_training_learns_fraud(lake_with_model: Settings) -> None:
-    run = Ledger(lake_with_model).last_run("train_fraud_model")
+    run = Ledger(Lake(lake_with_model)).last_run("train_fraud_model")
     assert run is not None
     metrics = run.details["metrics"]
     assert metrics["roc_auc"] >= 0.85, metrics
@@ -93,7 +94,7 @@ def test_health_and_models(served: str, lake_with_model: Settings) -> None:
 
 
 def _silver_sample(s: Settings, n: int) -> list[dict[str, Any]]:
-    rows = lake.open_table(s, uri(s, SILVER)).to_pyarrow_table(columns=list(CONTRACT_COLUMNS)).slice(100, n).to_pylist()
+    rows = Lake(s).open(SILVER).to_pyarrow_table(columns=list(CONTRACT_COLUMNS)).slice(100, n).to_pylist()
     return [{k: (str(v) if v is not None else None) for k, v in r.items()} for r in rows]
 
 
@@ -103,7 +104,7 @@ def test_online_scores_equal_batch_scores(served: str, lake_with_model: Settings
     assert status == 200, body
     online = {r["transaction_id"]: r for r in body["scores"]}
     assert [r["transaction_id"] for r in body["scores"]] == [r["transaction_id"] for r in sample]
-    preds = {r["transaction_id"]: r for r in lake.open_table(lake_with_model, uri(lake_with_model, PREDICTIONS)).to_pyarrow_table().to_pylist()}
+    preds = {r["transaction_id"]: r for r in Lake(lake_with_model).open(PREDICTIONS).to_pyarrow_table().to_pylist()}
     for tid, r in online.items():
         assert 0.0 <= r["fraud_score"] <= 1.0
         assert math.isclose(r["fraud_score"], preds[tid]["fraud_score"], abs_tol=1e-6), tid
@@ -135,7 +136,7 @@ def test_batch_embedding_through_serve_equals_http(served: str) -> None:
     import ray
     from ray.data import ActorPoolStrategy
 
-    from rayapp.pipelines.score import ServeEmbedder
+    from rayapp.serving import ServeEmbedder
 
     texts = ["Online order at Golden Gadgets", "ATM withdrawal near Blue Market", ""]
     ds = ray.data.from_items([{"text": t} for t in texts]).map_batches(
@@ -150,15 +151,14 @@ def test_batch_embedding_through_serve_equals_http(served: str) -> None:
 
 
 def test_batch_scoring_is_idempotent(served: str, lake_with_model: Settings) -> None:
-    target = uri(lake_with_model, PREDICTIONS)
-    version = lake.open_table(lake_with_model, target).version()
-    silver_rows = lake.open_table(lake_with_model, uri(lake_with_model, SILVER)).count()
-    preds = lake.open_table(lake_with_model, target).to_pyarrow_table()
+    version = Lake(lake_with_model).open(PREDICTIONS).version()
+    silver_rows = Lake(lake_with_model).open(SILVER).count()
+    preds = Lake(lake_with_model).open(PREDICTIONS).to_pyarrow_table()
     assert preds.num_rows == silver_rows  # one prediction per silver row and model version
     assert score_job.entrypoint(_args(lake_with_model)) == 0  # nothing changed in silver
     assert score_job.entrypoint(_args(lake_with_model, "--full", "--mode", "inline")) == 0  # same scores inline
-    assert lake.open_table(lake_with_model, target).version() == version
-    run = Ledger(lake_with_model).last_run("score_transactions")
+    assert Lake(lake_with_model).open(PREDICTIONS).version() == version
+    run = Ledger(Lake(lake_with_model)).last_run("score_transactions")
     assert run is not None and run.counts["rows_scored"] == silver_rows and run.counts["unchanged"] == silver_rows
 
 
@@ -178,3 +178,24 @@ def test_model_hot_swap_via_user_config(served: str, lake_with_model: Settings) 
     assert status == 200 and {r["model_version"] for r in body["scores"]} == {second}
     serve.run(build_app(args | {"model_version": first}), name=APP_NAME, route_prefix="/", blocking=False)
     assert _get(f"{served}/models")["fraud"]["model_version"] == first
+
+
+def test_overrides_given_to_rayapp_serve_reach_the_replica(served: str, lake_with_model: Settings) -> None:
+    """`rayapp serve` builds Settings once and deploy() hands the replicas all of it."""
+    from ray import serve
+
+    from rayapp.cli import main
+    from rayapp.serving import SCORER, deployment
+
+    serve.delete(APP_NAME)  # deploy afresh, from the CLI
+    elsewhere = lake_with_model.data_dir / "clickhouse-elsewhere"
+    code = main([*_args(lake_with_model), "--set", f"clickhouse_url=chdb://{elsewhere}", "--set", "s3_endpoint_url=http://127.0.0.1:9",
+                 "--set", "pinecone_api_key=pc-secret", "serve", "--detach"])  # fmt: skip
+    assert code == 0
+    seen = deployment(SCORER).settings_view.remote().result()  # type: ignore[attr-defined]
+    assert seen["clickhouse_url"] == f"chdb://{elsewhere}"
+    assert seen["s3_endpoint_url"] == "http://127.0.0.1:9"
+    assert seen["data_dir"] == str(lake_with_model.data_dir)
+    assert seen["pinecone_api_key"] == "**********"  # still a secret on the replica
+    assert _get(f"{served}/healthz") == {"status": "ok"}
+

@@ -26,8 +26,11 @@ from jobs import replay_dlq as replay_job
 from jobs import score_transactions as score_job
 from jobs import silver_to_gold as gold_job
 from jobs import train_fraud_model as train_job
+from rayapp.catalog import GOLD_ACCOUNT, GOLD_MERCHANT, PREDICTIONS, SILVER
+from rayapp.lake import Lake
 from rayapp.ledger import Ledger
 from rayapp.settings import Settings, load_settings
+from rayapp.sinks import store
 from tests.conftest import _free_port
 from tests.integration.test_sinks import ladybug_rows
 
@@ -81,12 +84,12 @@ def _settings(data: Path, stores_dir: Path, **extra: Any) -> tuple[Settings, lis
 
 
 def expected(settings: Settings) -> dict[str, Any]:
-    silver = pl.read_delta(settings.table_uri("silver", "transactions"))
-    preds = pl.read_delta(settings.table_uri("silver", "predictions"))
+    silver = pl.read_delta(Lake(settings).uri(SILVER))
+    preds = pl.read_delta(Lake(settings).uri(PREDICTIONS))
     latest = preds.sort(["transaction_id", "scored_at", "model_version"]).group_by("transaction_id").last()
     txns = silver.join(latest.select("transaction_id", "model_version", "fraud_score"), on="transaction_id", how="left")
-    acc = pl.read_delta(settings.table_uri("gold", "daily_account_activity"))
-    mer = pl.read_delta(settings.table_uri("gold", "merchant_daily_stats"))
+    acc = pl.read_delta(Lake(settings).uri(GOLD_ACCOUNT))
+    mer = pl.read_delta(Lake(settings).uri(GOLD_MERCHANT))
     linked = txns.filter(pl.col("account_id").is_not_null() & pl.col("merchant_id").is_not_null())
     used = (
         linked.filter(pl.col("device_id").is_not_null())
@@ -114,7 +117,7 @@ def postgres_state(settings: Settings) -> dict[str, Any]:
 
     from rayapp.sinks.postgres import sqlalchemy_url
 
-    with psycopg.connect(sqlalchemy_url(settings.store_url("postgres")).replace("postgresql+psycopg", "postgresql")) as c:
+    with psycopg.connect(sqlalchemy_url(store("postgres").url(settings)).replace("postgresql+psycopg", "postgresql")) as c:
         return {
             "transactions": {r[0]: (str(r[1]), r[2], _r(r[3]), r[4]) for r in c.execute("SELECT transaction_id, amount, status, fraud_score, model_version FROM transactions")},
             "predictions": {(r[0], r[1]): _r(r[2]) for r in c.execute("SELECT transaction_id, model_version, fraud_score FROM predictions")},
@@ -127,7 +130,7 @@ def postgres_state(settings: Settings) -> dict[str, Any]:
 def clickhouse_state(settings: Settings) -> dict[str, Any]:
     from rayapp.sinks.clickhouse import client_for
 
-    c = client_for(settings.store_url("clickhouse"))
+    c = client_for(store("clickhouse").url(settings))
     try:
         q = lambda sql: c.query(sql).result_rows  # noqa: E731
         return {
@@ -143,9 +146,9 @@ def clickhouse_state(settings: Settings) -> dict[str, Any]:
 def graph_state(settings: Settings) -> dict[str, Any]:
     import ladybug
 
-    from rayapp.sinks.base import url_path
+    from rayapp.urls import url_path
 
-    db = ladybug.Database(url_path(settings.store_url("graph")))
+    db = ladybug.Database(url_path(store("graph").url(settings)))
     conn = ladybug.Connection(db)
 
     def rows(q: str) -> list[list[Any]]:
@@ -166,9 +169,9 @@ def graph_state(settings: Settings) -> dict[str, Any]:
 def vector_state(settings: Settings) -> dict[str, Any]:
     import lancedb
 
-    from rayapp.sinks.base import url_path
+    from rayapp.urls import url_path
 
-    db = lancedb.connect(url_path(settings.store_url("vector")))
+    db = lancedb.connect(url_path(store("vector").url(settings)))
     merchants = db.open_table("merchants").to_arrow()
     txns = db.open_table("transactions").to_arrow()
     return {"merchants": merchants["id"].to_pylist(), "risky": txns["id"].to_pylist(), "dims": {len(v) for v in txns["vector"].to_pylist()}}
@@ -194,14 +197,14 @@ def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_p
     data, later = lake
     settings, args = _settings(data, tmp_path / "stores")
     _run(publish_job, args)
-    run = Ledger(settings).last_run("publish")
+    run = Ledger(Lake(settings)).last_run("publish")
     assert run is not None and run.status == "succeeded"
     assert run.counts["postgres.written"] > 0 and run.counts["graph.failed"] == 0
     assert_stores_match(settings)
     assert len(expected(settings)["risky"]) > 0
 
     _run(publish_job, args)  # nothing new: nothing written, nothing changed
-    again = Ledger(settings).last_run("publish")
+    again = Ledger(Lake(settings)).last_run("publish")
     assert again is not None and again.run_id != run.run_id
     assert all(again.counts[f"{s}.written"] == 0 for s in ("postgres", "clickhouse", "graph", "vector"))
     assert_stores_match(settings)
@@ -211,7 +214,7 @@ def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_p
         shutil.copy(f, landing / f.name)
     _refresh_lake(["--data-dir", str(data)])
     _run(publish_job, args)
-    inc = Ledger(settings).last_run("publish")
+    inc = Ledger(Lake(settings)).last_run("publish")
     assert inc is not None
     total = len(expected(settings)["transactions"])
     assert 0 < inc.counts["rows_read"] < total  # only what changed was read
@@ -254,7 +257,7 @@ def test_killed_writer_actors_lose_nothing(lake: tuple[Path, Path], tmp_path: Pa
     t.join()
     assert len(killed) == 2
     assert code == 0
-    run = Ledger(settings).last_run("publish", status=("succeeded", "partial"))
+    run = Ledger(Lake(settings)).last_run("publish", status=("succeeded", "partial"))
     assert run is not None and run.status == "succeeded" and run.counts["dead_letters"] == 0
     assert_stores_match(settings)
 
@@ -288,7 +291,7 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
                                writer_retries=2, writer_batch_rows=400)  # fmt: skip
     # The Pinecone data plane is down: publish still succeeds for the other stores.
     _run(publish_job, args)
-    ledger = Ledger(settings)
+    ledger = Ledger(Lake(settings))
     run = ledger.last_run("publish", status=("partial",))
     assert run is not None and run.status == "partial"
     assert run.counts["vector.failed"] > 0 and run.counts["vector.written"] == 0 and run.counts["postgres.failed"] == 0
@@ -334,7 +337,7 @@ def test_backfill_graph_and_vectors_from_clickhouse(lake: tuple[Path, Path], tmp
     assert g["used"] == exp["used"]
     v = vector_state(settings)
     assert sorted(v["merchants"]) == sorted(exp["merchants"]) and sorted(v["risky"]) == sorted(exp["risky"])
-    run = Ledger(settings).last_run("clickhouse_to_vectors")
+    run = Ledger(Lake(settings)).last_run("clickhouse_to_vectors")
     assert run is not None and run.counts["vector.written"] == len(exp["merchants"]) + len(exp["risky"])
 
 
@@ -355,10 +358,10 @@ def test_killed_driver_then_rerun_is_exact(lake: tuple[Path, Path], tmp_path: Pa
     deadline = time.time() + 60
     while _writer_pids() and time.time() < deadline:  # Ray reaps the dead driver's actors
         time.sleep(0.5)
-    from rayapp.pipelines.publish import store_watermark
+    from rayapp.publish.changes import store_watermark
 
-    ledger = Ledger(settings)
-    assert all(store_watermark(settings, ledger, s) is None for s in ("postgres", "clickhouse", "graph", "vector"))  # nothing moved
+    ledger = Ledger(Lake(settings))
+    assert all(store_watermark(Lake(settings), ledger, store(s)) is None for s in ("postgres", "clickhouse", "graph", "vector"))  # nothing moved
 
     _run(publish_job, args)
     run = ledger.last_run("publish")

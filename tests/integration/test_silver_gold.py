@@ -12,11 +12,11 @@ from jobs import bronze_to_silver as b2s_job
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
 from jobs import silver_to_gold as gold_job
-from rayapp import lake
+from rayapp.lake import Lake
 from rayapp.ledger import Ledger
-from rayapp.pipelines.silver import GOLD_ACCOUNT, GOLD_MERCHANT, QUARANTINE, SILVER, uri
+from rayapp.catalog import BRONZE, GOLD_ACCOUNT, GOLD_MERCHANT, QUARANTINE, SILVER
 from rayapp.settings import Settings
-from rayapp.transforms.silver import BUSINESS_COLUMNS
+from rayapp.catalog import BUSINESS_COLUMNS
 from tests.integration import reference
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
@@ -27,11 +27,11 @@ def _args(s: Settings, *extra: str) -> list[str]:
 
 
 def _table(s: Settings, name: str) -> list[dict[str, Any]]:
-    return lake.open_table(s, uri(s, name)).to_pyarrow_table().to_pylist()
+    return Lake(s).open(name).to_pyarrow_table().to_pylist()
 
 
 def _version(s: Settings, name: str) -> int:
-    return lake.open_table(s, uri(s, name)).version()
+    return Lake(s).open(name).version()
 
 
 def _check_silver(s: Settings, expected: dict[str, dict[str, Any]]) -> None:
@@ -67,7 +67,7 @@ def test_generated_data_end_to_end_matches_reference(settings: Settings) -> None
     assert got_q == quarantine
     _check_gold(settings, expected)
 
-    run = Ledger(settings).last_run("bronze_to_silver")
+    run = Ledger(Lake(settings)).last_run("bronze_to_silver")
     assert run is not None
     assert run.counts["rows_in"] == 9000 and run.counts["inserted"] == len(expected)
     assert run.counts["quarantined"] == len(quarantine)
@@ -120,7 +120,7 @@ def test_late_and_out_of_order_versions_across_runs(settings: Settings) -> None:
     ]  # fmt: skip
     assert ingest_job.entrypoint(_args(settings)) == 0
     assert b2s_job.entrypoint(_args(settings)) == 0
-    run = Ledger(settings).last_run("bronze_to_silver")
+    run = Ledger(Lake(settings)).last_run("bronze_to_silver")
     assert run is not None
     assert (run.counts["inserted"], run.counts["updated"], run.counts["unchanged"], run.counts["quarantined"]) == (1, 1, 2, 1)
 
@@ -134,7 +134,7 @@ def test_late_and_out_of_order_versions_across_runs(settings: Settings) -> None:
 
     # Gold is rebuilt only for touched dates and equals the reference.
     assert gold_job.entrypoint(_args(settings)) == 0
-    gold_run = Ledger(settings).last_run("silver_to_gold")
+    gold_run = Ledger(Lake(settings)).last_run("silver_to_gold")
     assert gold_run is not None and gold_run.counts["dates"] == 2  # Jan 1 (T1 changed) and Jan 3 (T4 new)
     _check_gold(settings, expected)
 
@@ -154,8 +154,8 @@ def test_fail_action_commits_nothing(settings: Settings, capsys: pytest.CaptureF
     assert ingest_job.entrypoint(_args(settings)) == 0
     assert b2s_job.entrypoint(_args(settings, "--expect", "invalid_amount=fail")) == 1
     assert "expectation invalid_amount failed for 1 of 2 rows" in capsys.readouterr().err
-    assert not lake.table_exists(settings, uri(settings, SILVER)) or _table(settings, SILVER) == []
-    assert not lake.table_exists(settings, uri(settings, QUARANTINE)) or _table(settings, QUARANTINE) == []
+    assert not Lake(settings).exists(SILVER) or _table(settings, SILVER) == []
+    assert not Lake(settings).exists(QUARANTINE) or _table(settings, QUARANTINE) == []
     assert b2s_job.entrypoint(_args(settings, "--expect", "invalid_amount=fail:60")) == 0  # 50% tolerated
     assert [r["transaction_id"] for r in _table(settings, SILVER)] == ["T1"]
 
@@ -164,7 +164,7 @@ def test_as_of_version_backfill(settings: Settings) -> None:
     landing = Path(settings.landing)
     _csv(landing / "a.csv", "T1,A1,M1,10.00,USD,pos,pending,,2025-01-01T10:00:00Z,2025-01-01T10:00:00Z")
     assert ingest_job.entrypoint(_args(settings)) == 0
-    v1 = lake.open_table(settings, settings.table_uri("bronze", "transactions")).version()
+    v1 = Lake(settings).open(BRONZE).version()
     _csv(landing / "b.csv", "T2,A1,M1,10.00,USD,pos,pending,,2025-01-01T10:00:00Z,2025-01-01T10:00:00Z")
     assert ingest_job.entrypoint(_args(settings)) == 0
     assert b2s_job.entrypoint(_args(settings, "--as-of-version", str(v1))) == 0

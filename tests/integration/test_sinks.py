@@ -16,13 +16,22 @@ import pyarrow as pa
 import pytest
 
 from rayapp.settings import load_settings
-from rayapp.sinks import make_sink
-from rayapp.sinks.base import Dataset, SinkOptions, dataset_schema
+from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks import store
 from tests.conftest import _free_port
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def make_sink(name: str, url: str, **options: Any) -> Any:
+    """A store's sink at ``url`` with its default options, ``options`` replaced."""
+    import dataclasses
+
+    spec = store(name)
+    defaults = spec.options(load_settings(overrides={"data_dir": "/nonexistent/unused"}))
+    return spec.sink(url, dataclasses.replace(defaults, **options))
 
 
 def txn_block(ids: list[str], *, amount: str = "10.50", status: str = "settled", version: datetime = T0, score: float | None = 0.25) -> pa.Table:
@@ -183,7 +192,7 @@ def test_graph_moves_a_transaction_to_its_new_account(tmp_path: Path) -> None:
     import ladybug
 
     url = f"ladybug://{tmp_path / 'graph.lbug'}"
-    sink = make_sink("graph", url, SinkOptions(batch_rows=4))
+    sink = make_sink("graph", url, batch_rows=4)
     try:
         sink.write(Dataset.TRANSACTIONS, txn_block(IDS))
         moved = txn_block(IDS[:1], status="reversed", version=T0 + timedelta(hours=1))
@@ -203,7 +212,8 @@ def test_neo4j_backend_sends_the_same_cypher_in_managed_transactions(tmp_path: P
     import neo4j
     from neo4j.exceptions import ServiceUnavailable
 
-    from rayapp.pipelines.publish import StoreWriter
+    from rayapp.lake import Lake
+    from rayapp.publish.writers import StoreWriter
     from rayapp.sinks import graph
     from tests.fakes.neo4j_driver import FakeDriver
 
@@ -223,7 +233,7 @@ def test_neo4j_backend_sends_the_same_cypher_in_managed_transactions(tmp_path: P
     monkeypatch.setattr(neo4j.GraphDatabase, "driver", staticmethod(fake_driver))
     settings = load_settings(overrides={"data_dir": str(tmp_path / "data"), "graph_url": "neo4j://neo4j:s3cret@graph.example:7687?database=fraud",
                                         "graph_batch_rows": 4, "writer_backoff_s": 0.01})  # fmt: skip
-    writer = StoreWriter(settings, "graph", settings.store_url("graph"), "run-1")
+    writer = StoreWriter(Lake(settings), "graph", store("graph").url(settings), "run-1")
     for block in (txn_block(IDS), txn_block(IDS[:3], amount="99.00", status="reversed", version=T0 - timedelta(hours=1)),
                   txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1), score=0.9)):  # fmt: skip
         out = writer.write("transactions", block)
@@ -307,8 +317,7 @@ def test_pinecone_requests_stay_within_documented_limits(pinecone_server: str) -
 
     from pinecone import Pinecone
 
-    options = SinkOptions(pinecone_api_key="test-key", pinecone_host=pinecone_server)
-    sink = make_sink("vector", "pinecone://fraud-index", options)
+    sink = make_sink("vector", "pinecone://fraud-index", pinecone_api_key="test-key", pinecone_host=pinecone_server)
     ids = [f"TX{i:05d}" for i in range(2500)]
     try:
         sink.on_write_start()
@@ -334,6 +343,6 @@ def test_pinecone_requests_stay_within_documented_limits(pinecone_server: str) -
 def test_pinecone_without_api_key_is_a_clear_error() -> None:
     from rayapp.sinks.base import SinkError
 
-    sink = make_sink("vector", "pinecone://idx", SinkOptions(pinecone_host="http://127.0.0.1:9"))
+    sink = make_sink("vector", "pinecone://idx", pinecone_host="http://127.0.0.1:9")
     with pytest.raises(SinkError, match="API key"):
         sink.on_write_start()
