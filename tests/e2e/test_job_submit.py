@@ -96,10 +96,11 @@ def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> No
     assert silver > 0 and DeltaTable(str(lake / "silver" / "predictions")).count() == silver
     assert (Path(cluster["data"]) / "models" / "fraud" / "latest").is_file()
     assert '"postgres.written"' not in logs or True  # counts are in the ledger; checked below
+    from rayapp.lake import Lake
     from rayapp.ledger import Ledger
     from rayapp.settings import load_settings
 
-    publish = Ledger(load_settings(overrides={"data_dir": cluster["data"]})).last_run("publish")
+    publish = Ledger(Lake(load_settings(overrides={"data_dir": cluster["data"]}))).last_run("publish")
     assert publish is not None and publish.status == "succeeded"
     assert publish.counts["postgres.written"] >= silver and publish.counts["graph.written"] == silver
 

@@ -104,7 +104,8 @@ def test_clickhouse_replacing_merge_tree_keeps_newest(tmp_path: Path) -> None:
     from rayapp.sinks.clickhouse import ClickHouseSink
 
     sink = make_sink("clickhouse", f"chdb://{tmp_path / 'ch'}")
-    assert isinstance(sink, ClickHouseSink) and sink.single_writer
+    assert isinstance(sink, ClickHouseSink) and store("clickhouse").single_writer(sink.url)
+    assert not store("clickhouse").single_writer("http://default@127.0.0.1:8123")
     try:
         sink.on_write_start()
         sink.on_write_start()
