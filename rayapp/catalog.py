@@ -279,6 +279,8 @@ DATASET_KEYS: Mapping[Dataset, tuple[str, ...]] = MappingProxyType(
         Dataset.TRANSACTION_VECTORS: ("id",),
     }
 )
+#: The datasets of plain rows (tables in SQL stores); the vector datasets are the others.
+TABLE_DATASETS = (Dataset.TRANSACTIONS, Dataset.PREDICTIONS, Dataset.DAILY_ACCOUNT_ACTIVITY, Dataset.MERCHANT_DAILY_STATS)
 #: The gold dataset each gold table is published as.
 GOLD_DATASETS: Mapping[str, Dataset] = MappingProxyType(
     {GOLD_ACCOUNT.name: Dataset.DAILY_ACCOUNT_ACTIVITY, GOLD_MERCHANT.name: Dataset.MERCHANT_DAILY_STATS}

@@ -82,6 +82,17 @@ class StoreSink(ABC, Generic[O]):
 
 
 @dataclass(frozen=True)
+class BatchOptions:
+    """Options of a store that needs only its batch size (``RAYAPP_WRITER_BATCH_ROWS``)."""
+
+    batch_rows: int = 50_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "BatchOptions":
+        return cls(batch_rows=settings.writer_batch_rows)
+
+
+@dataclass(frozen=True)
 class StoreSpec(Generic[O]):
     """A store plug-in's declaration (see the module docstring)."""
 

@@ -8,18 +8,14 @@ parts merge, and reads use ``FINAL`` to see exactly one (the newest) row per key
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from rayapp.catalog import Dataset, dataset_schema
-from rayapp.sinks.base import KEYS, SinkError, StoreSink, StoreSpec, conform
+from rayapp.catalog import TABLE_DATASETS, Dataset, dataset_schema
+from rayapp.sinks.base import KEYS, BatchOptions, SinkError, StoreSink, StoreSpec, conform
 from rayapp.urls import url_path
-
-if TYPE_CHECKING:
-    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +64,10 @@ def client_for(url: str) -> Any:
     return clickhouse_connect.get_client(dsn=url)
 
 
-@dataclass(frozen=True)
-class ClickHouseOptions:
-    batch_rows: int = 50_000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "ClickHouseOptions":
-        return cls(batch_rows=settings.writer_batch_rows)
+DATASETS = TABLE_DATASETS
 
 
-DATASETS = (Dataset.TRANSACTIONS, Dataset.PREDICTIONS, Dataset.DAILY_ACCOUNT_ACTIVITY, Dataset.MERCHANT_DAILY_STATS)
-
-
-class ClickHouseSink(StoreSink[ClickHouseOptions]):
+class ClickHouseSink(StoreSink[BatchOptions]):
     """Arrow inserts in large blocks into ReplacingMergeTree tables."""
 
     datasets = DATASETS
@@ -135,5 +122,5 @@ class ClickHouseSink(StoreSink[ClickHouseOptions]):
 STORE = StoreSpec(
     name="clickhouse", setting="clickhouse_url", schemes=("chdb", "http", "https", "clickhouse"),
     embedded_schemes=("chdb",), default_dir="clickhouse", datasets=DATASETS, sink=ClickHouseSink,
-    options=ClickHouseOptions.from_settings, order=20,
+    options=BatchOptions.from_settings, order=20,
 )  # fmt: skip

@@ -11,18 +11,14 @@ from __future__ import annotations
 import io
 import logging
 from importlib import resources
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from rayapp.catalog import Dataset, dataset_schema
-from rayapp.sinks.base import KEYS, SinkError, StoreSink, StoreSpec, conform
+from rayapp.catalog import TABLE_DATASETS, Dataset, dataset_schema
+from rayapp.sinks.base import KEYS, BatchOptions, SinkError, StoreSink, StoreSpec, conform
 from rayapp.urls import url_path
-
-if TYPE_CHECKING:
-    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -105,19 +101,10 @@ def csv_ready(table: pa.Table) -> pa.Table:
     return pa.table(cols, names=table.column_names)
 
 
-@dataclass(frozen=True)
-class PostgresOptions:
-    batch_rows: int = 50_000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "PostgresOptions":
-        return cls(batch_rows=settings.writer_batch_rows)
+DATASETS = TABLE_DATASETS
 
 
-DATASETS = (Dataset.TRANSACTIONS, Dataset.PREDICTIONS, Dataset.DAILY_ACCOUNT_ACTIVITY, Dataset.MERCHANT_DAILY_STATS)
-
-
-class PostgresSink(StoreSink[PostgresOptions]):
+class PostgresSink(StoreSink[BatchOptions]):
     """Upserts transactions, predictions and the gold tables into PostgreSQL."""
 
     datasets = DATASETS
@@ -202,5 +189,5 @@ class PostgresSink(StoreSink[PostgresOptions]):
 STORE = StoreSpec(
     name="postgres", setting="postgres_url", schemes=("postgresql", "postgresql+psycopg", "postgres", "pgserver"),
     embedded_schemes=("pgserver",), default_dir="postgres", datasets=DATASETS, sink=PostgresSink,
-    options=PostgresOptions.from_settings, order=10,
+    options=BatchOptions.from_settings, order=10,
 )  # fmt: skip
