@@ -156,12 +156,28 @@ class Lake:
             )  # fmt: skip
         return DeltaTable(uri, storage_options=self.storage_options)
 
+    def table_fs(self, table: TableLike) -> "pafs.FileSystem":
+        """A pyarrow filesystem rooted at the table's folder, for reading its data files.
+
+        delta-rs reads through its own Python filesystem handler unless given one; that handler's
+        threads can still be running at interpreter exit, which aborts the process
+        ("terminate called without an active exception", delta-io/delta-rs#2184).
+        """
+        import pyarrow.fs as pafs
+
+        fs, path = self.arrow_fs(self.uri(table))
+        return pafs.SubTreeFileSystem(path, fs)
+
+    def dataset(self, table: TableLike, version: int | None = None, partitions: list[tuple[str, str, Any]] | None = None) -> Any:
+        """A snapshot of ``table`` as a ``pyarrow.dataset.Dataset`` (filters and column pruning push down)."""
+        return self.open(table, version).to_pyarrow_dataset(partitions=partitions, filesystem=self.table_fs(table))
+
     def read(self, table: TableLike, columns: list[str] | None = None, version: int | None = None,
              partitions: list[tuple[str, str, Any]] | None = None) -> pa.Table:  # fmt: skip
-        """Read a (small) table into Arrow; an empty table when it does not exist."""
+        """Read a (small) table, or some of its columns, into Arrow; an empty table when it does not exist."""
         if not self.exists(table):
             return pa.table({})
-        return self.open(table, version).to_pyarrow_table(columns=columns, partitions=partitions)
+        return self.dataset(table, version, partitions).to_table(columns=columns)
 
     def files(self, table: TableLike, version: int | None = None) -> list[str]:
         """URIs of the data files of a snapshot (none when the table does not exist)."""

@@ -81,8 +81,8 @@ class LakeModelLoader:
 
         if not self.lake.exists(SILVER):
             return fx.prepare(pl.DataFrame(schema={c: pl.String for c in fx.INPUT_COLUMNS})), None
-        dt = self.lake.open(SILVER, version)
-        return fx.prepare(dt.to_pyarrow_table(columns=list(fx.INPUT_COLUMNS))), dt.version()
+        version = self.lake.version(SILVER) if version is None else version
+        return fx.prepare(self.lake.read(SILVER, columns=list(fx.INPUT_COLUMNS), version=version)), version
 
 
 def resolve_model_path(name: str | None) -> str:

@@ -95,8 +95,7 @@ class FeatureRun:
 
 def categories_of(lake: Lake, version: int | None = None) -> list[str]:
     """Sorted merchant categories present in silver (the category codes a model learns)."""
-    dt = lake.open(SILVER, version)
-    cats = pc.unique(pc.drop_null(dt.to_pyarrow_table(columns=["merchant_category"])["merchant_category"]))
+    cats = pc.unique(pc.drop_null(lake.read(SILVER, columns=["merchant_category"], version=version)["merchant_category"]))
     return sorted(cats.to_pylist())
 
 

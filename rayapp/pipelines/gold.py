@@ -74,7 +74,7 @@ def aggregate_dates(batch: pa.Table, *, lake: Lake, version: int, write_id: str)
     lo = datetime.combine(days[0], datetime.min.time(), timezone.utc)
     hi = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), timezone.utc)
     field_ = pds.field("event_time")
-    silver = lake.open(SILVER, version).to_pyarrow_dataset().to_table(
+    silver = lake.dataset(SILVER, version).to_table(
         columns=["account_id", "merchant_id", "amount", "event_time", "is_fraud"],
         filter=(field_ >= pa.scalar(lo, UTC_US)) & (field_ < pa.scalar(hi, UTC_US)),
     )
