@@ -3,7 +3,7 @@ dataset, in that store's batch size; stores with the same batch size share one o
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
@@ -18,17 +18,26 @@ def slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
 
 
 class Coalesce:
-    """Gathers batches into tables of at least ``rows`` rows (the graph takes larger writes)."""
+    """Regroups a stream of batches into tables of exactly ``rows`` rows (the last one may be shorter)."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
         self.parts: list[pa.Table] = []
         self.held = 0
 
-    def add(self, batch: pa.Table) -> pa.Table | None:
+    def add(self, batch: pa.Table) -> list[pa.Table]:
+        """The full tables ``batch`` completes (none while fewer than ``rows`` rows are held)."""
         self.parts.append(batch)
         self.held += batch.num_rows
-        return self.flush() if self.held >= self.rows else None
+        if self.held < self.rows:
+            return []
+        whole = self.flush()
+        assert whole is not None
+        full = (whole.num_rows // self.rows) * self.rows
+        if full < whole.num_rows:
+            rest = whole.slice(full)
+            self.parts, self.held = [rest], rest.num_rows
+        return [whole.slice(start, self.rows) for start in range(0, full, self.rows)]
 
     def flush(self) -> pa.Table | None:
         if not self.parts:
@@ -41,8 +50,10 @@ class Coalesce:
 class Router:
     """Sends dataset batches to the stores that take them (see the module docstring)."""
 
-    def __init__(self, fan: Fanout, specs: list[StoreSpec[Any]], batch_rows: dict[str, int]) -> None:
+    def __init__(self, fan: Fanout, specs: list[StoreSpec[Any]], batch_rows: dict[str, int],
+                 put: Callable[[pa.Table], Any] | None = None) -> None:  # fmt: skip
         self.fan = fan
+        self.put = put
         self.groups: dict[Dataset, list[tuple[list[str], Coalesce]]] = {}
         for dataset in Dataset:
             by_size: dict[int, list[str]] = {}
@@ -56,9 +67,8 @@ class Router:
 
     def send(self, dataset: Dataset, table: pa.Table) -> None:
         for names, buf in self.groups[dataset]:
-            for part in slices(table, buf.rows):
-                if (block := buf.add(part)) is not None:
-                    self._submit(dataset, names, block)
+            for block in buf.add(table):
+                self._submit(dataset, names, block)
 
     def flush(self, dataset: Dataset | None = None) -> None:
         """Send what is held (of one dataset, or all): call when a dataset's stream ends."""
@@ -70,8 +80,10 @@ class Router:
                     self._submit(ds, names, block)
 
     def _submit(self, dataset: Dataset, names: list[str], block: pa.Table) -> None:
-        import ray
+        if self.put is None:
+            import ray
 
-        ref = ray.put(block)
+            self.put = ray.put
+        ref = self.put(block)
         for name in names:
             self.fan.submit(name, dataset, ref)

@@ -167,7 +167,7 @@ def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> lis
     import pyarrow as pa
     import ray
 
-    from rayapp.catalog import Dataset, dataset_schema
+    from rayapp.catalog import UTC_US, Dataset, dataset_schema
     from rayapp.publish.changes import find_changes
     from rayapp.publish.readers import transaction_batches
     from rayapp.publish.routing import Coalesce
@@ -177,7 +177,7 @@ def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> lis
     tables = list(transaction_batches(lake, find_changes(lake, None), settings.writer_batch_rows))
     rows = sum(b.num_rows for b in tables)
     coalesce = Coalesce(store_spec("graph").batch_rows(settings))  # as publish hands them to the graph
-    graph_tables = [b for b in [*(coalesce.add(t) for t in tables), coalesce.flush()] if b is not None]
+    graph_tables = [b for t in tables for b in coalesce.add(t)] + [b for b in [coalesce.flush()] if b is not None]
     refs = {"graph": [ray.put(b) for b in graph_tables], "table": [ray.put(b) for b in tables]}
     del tables, graph_tables
     out: list[StageTiming] = []
@@ -193,7 +193,7 @@ def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> lis
     vecs = rng.standard_normal((n, 384), dtype=np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     schema = dataset_schema(Dataset.TRANSACTION_VECTORS)
-    now = pa.scalar(utcnow(), pa.timestamp("us", tz="UTC"))
+    now = pa.scalar(utcnow(), UTC_US)
     table = pa.table({
         "id": pa.array([f"TX{i:012d}" for i in range(n)]), "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), 384),
         "text": pa.array(["synthetic"] * n), "account_id": pa.array(["ACC"] * n), "merchant_id": pa.array(["MER"] * n),

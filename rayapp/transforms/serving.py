@@ -68,8 +68,7 @@ def merchant_attributes_of(parts: list[pa.Table]) -> pa.Table:
     """Combine per-block partial attributes (an empty, typed table when there are none)."""
     if parts:
         return merchant_attributes(pa.concat_tables(parts))
-    ts = pa.timestamp("us", tz="UTC")
-    return pa.table({c: pa.array([], ts if c == "updated_at" else pa.string()) for c in MERCHANT_ATTRIBUTE_COLUMNS})
+    return pa.table({c: pa.array([], UTC_US if c == "updated_at" else pa.string()) for c in MERCHANT_ATTRIBUTE_COLUMNS})
 
 
 def merchant_stats(gold_merchant: pa.Table) -> pa.Table:
