@@ -15,13 +15,17 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the scratch lake under <data_dir>/bench/work")
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from rayapp.errors import ConfigError
+
+    if args.rows < 1 or args.files < 1:
+        raise ConfigError("--rows and --files must be ≥ 1")
+
+
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.errors import RayappError
     from rayapp.tools.bench import run_benchmark
     from serve.app import deploy
 
-    if args.rows < 1 or args.files < 1:
-        raise RayappError("benchmark: --rows and --files must be ≥ 1")
     report = run_benchmark(ctx.settings, args.rows, args.files, args.seed, keep=args.keep, deploy_models=deploy)
     lines = [f"benchmark at {report['rows']} rows on {report['machine']['cpus']} CPUs:"]
     lines += [f"  {s['stage']:<24} {s['rows']:>10} rows {s['seconds']:>8.2f}s {s['rows_per_s']:>10} rows/s" for s in report["stages"]]
@@ -38,7 +42,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 
 DESCRIPTION = "Time each stage on generated data; prints rows/s and writes <data_dir>/bench/*.json"
-SPEC = Job("benchmark", DESCRIPTION, _body, _arguments)
+SPEC = Job("benchmark", DESCRIPTION, _body, _arguments, lease=False, validate=_validate)  # its own scratch lake
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)
 

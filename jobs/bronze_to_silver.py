@@ -17,6 +17,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, help="key partitions for the dedup (default: from the row count)")
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from rayapp.quality import Expectations
+
+    Expectations.from_specs(args.expect, args.max_quarantine_pct)  # a bad rule or action fails before anything starts
+    if args.partitions is not None and args.partitions < 1:
+        from rayapp.errors import ConfigError
+
+        raise ConfigError("--partitions must be ≥ 1")
+
+
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.pipelines.silver import bronze_to_silver
     from rayapp.quality import Expectations
@@ -37,7 +47,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 
 DESCRIPTION = "Bronze -> silver: parse, expectations (quarantine), normalise, dedup, MERGE (incremental)"
-SPEC = Job("bronze_to_silver", DESCRIPTION, _body, _arguments)
+SPEC = Job("bronze_to_silver", DESCRIPTION, _body, _arguments, validate=_validate)
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)
 

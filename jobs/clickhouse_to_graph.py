@@ -8,6 +8,10 @@ import sys
 from rayapp.jobkit import Job, JobContext, JobResult
 
 
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-partial", action="store_true", help="exit 0 even when batches went to the dead-letter queue")
+
+
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.publish.backfill import rebuild_from_clickhouse
 
@@ -17,7 +21,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 
 DESCRIPTION = "Backfill: rebuild the graph store from ClickHouse (FINAL rows, read with Ray Data)"
-SPEC = Job("clickhouse_to_graph", DESCRIPTION, _body)
+SPEC = Job("clickhouse_to_graph", DESCRIPTION, _body, _arguments)
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 from rayapp.jobkit import Job, JobContext, JobResult
 
@@ -19,19 +20,24 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=30, help="days of events (default 30)")
 
 
-def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.errors import RayappError
-    from rayapp.pipelines.generate import generate
+def _spec(args: argparse.Namespace) -> Any:
+    from rayapp.errors import ConfigError
     from rayapp.tools.datagen import GenSpec
 
     try:
         start = datetime.fromisoformat(args.start).replace(tzinfo=timezone.utc)
-        spec = GenSpec(
+        return GenSpec(
             rows=args.rows, seed=args.seed, files=args.files, days=args.days, start=start,
             formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         )  # fmt: skip
     except ValueError as exc:
-        raise RayappError(f"generate: {exc}") from None
+        raise ConfigError(str(exc)) from None
+
+
+def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
+    from rayapp.pipelines.generate import generate
+
+    spec = _spec(args)
     out = args.out or ctx.settings.landing
     files = generate(ctx.lake, spec, out)
     rows = sum(f.rows for f in files)
@@ -43,7 +49,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 
 DESCRIPTION = "Write deterministic synthetic transaction files (CSV/JSONL/Parquet) to a landing zone"
-SPEC = Job("generate", DESCRIPTION, _body, _arguments)
+SPEC = Job("generate", DESCRIPTION, _body, _arguments, lease=False, validate=_spec)  # writes landing files only
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)
 

@@ -12,6 +12,7 @@ from rayapp.sinks import stores
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", action="append", choices=list(stores()), help="publish to this store only (repeatable; default: all)")
     p.add_argument("--full", action="store_true", help="republish everything, not just what changed since the last publish")
+    p.add_argument("--allow-partial", action="store_true", help="exit 0 even when batches went to the dead-letter queue")
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:

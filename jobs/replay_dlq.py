@@ -11,6 +11,7 @@ from rayapp.sinks import stores
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", choices=list(stores()), help="replay this store's dead letters only")
+    p.add_argument("--allow-partial", action="store_true", help="exit 0 even when batches went to the dead-letter queue")
 
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:

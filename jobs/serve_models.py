@@ -38,7 +38,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 
 DESCRIPTION = "Deploy the models (FraudScorer, Embedder) and their HTTP API on Ray Serve"
-SPEC = Job("serve_models", DESCRIPTION, _body, _arguments)
+SPEC = Job("serve_models", DESCRIPTION, _body, _arguments, lease=False)  # long-lived; writes no table
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)
 

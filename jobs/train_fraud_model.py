@@ -12,12 +12,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-fraction", type=float, default=0.2, help="latest share of the time range held out (default 0.2)")
 
 
-def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
-    from rayapp.errors import RayappError
-    from rayapp.pipelines.train import train_fraud_model
+def _validate(args: argparse.Namespace) -> None:
+    from rayapp.errors import ConfigError
 
     if not 0.05 <= args.eval_fraction <= 0.5:
-        raise RayappError("--eval-fraction must be between 0.05 and 0.5")
+        raise ConfigError("--eval-fraction must be between 0.05 and 0.5")
+
+
+def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
+    from rayapp.pipelines.train import train_fraud_model
+
     res = train_fraud_model(ctx.lake, ctx.run_id, args.eval_fraction)
     m = res.model.metrics
     summary = (
@@ -29,7 +33,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
 
 DESCRIPTION = "Train the LightGBM fraud model on silver (time split) and save a versioned artifact"
-SPEC = Job("train_fraud_model", DESCRIPTION, _body, _arguments)
+SPEC = Job("train_fraud_model", DESCRIPTION, _body, _arguments, validate=_validate)
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)
 

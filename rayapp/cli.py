@@ -155,12 +155,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run_spec(spec, args, job_args)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rayapp")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _settings_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The settings options; a subcommand's copies (``prefix`` "sub_") are merged over the global ones."""
+    p.add_argument("--config", dest=f"{prefix}config", metavar="PATH", help="TOML settings file (default: $RAYAPP_CONFIG)")
+    p.add_argument("--set", dest=f"{prefix}overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--data-dir", dest=f"{prefix}data_dir", help="override RAYAPP_DATA_DIR")
+    p.add_argument("--lake-uri", dest=f"{prefix}lake_uri", help="override RAYAPP_LAKE_URI")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rayapp", description="Ray-native batch data platform: landing -> Delta lake -> serving stores.")
-    p.add_argument("--config", metavar="PATH", help="TOML settings file (default: $RAYAPP_CONFIG)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    p.add_argument("--data-dir", help="override RAYAPP_DATA_DIR")
-    p.add_argument("--lake-uri", help="override RAYAPP_LAKE_URI")
+    p.add_argument("--version", action="version", version=f"rayapp {_version()}")
+    _settings_options(p)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("jobs", help="list jobs").set_defaults(fn=cmd_jobs)
     r = sub.add_parser("run", help="run a job: rayapp run <job> [args...]")
@@ -172,16 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--job", help="only runs of this job")
     rs.add_argument("--run-id", help="show one run in full (counts per stage, details)")
     rs.add_argument("--json", action="store_true", help="machine-readable output")
+    _settings_options(rs, "sub_")
     rs.set_defaults(fn=cmd_runs)
     sv = sub.add_parser("serve", help="run the models (FraudScorer, Embedder) and their HTTP API locally")
     sv.add_argument("--port", type=int, help="HTTP port (default: RAYAPP_SERVE_PORT, 8000)")
     sv.add_argument("--model-version", help="fraud model version (default: latest)")
     sv.add_argument("--detach", action="store_true", help="return once deployed (the app lives as long as its Ray cluster)")
+    _settings_options(sv, "sub_")
     sv.set_defaults(fn=cmd_serve)
     d = sub.add_parser("demo", help="generate data and run the pipeline on embedded defaults")
     d.add_argument("--rows", type=int, default=200_000)
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--files", type=int, default=8)
+    _settings_options(d, "sub_")
     d.set_defaults(fn=cmd_demo)
     return p
 
@@ -192,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if hasattr(args, "sub_overrides"):  # settings options given after the subcommand win
+        inner = argparse.Namespace(config=args.sub_config, overrides=args.sub_overrides, data_dir=args.sub_data_dir, lake_uri=args.sub_lake_uri)
+        for k, v in vars(merge_settings_options(args, inner)).items():
+            setattr(args, k, v)
     try:
         return int(args.fn(args))
     except (RayappError, ConfigError) as exc:

@@ -20,43 +20,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NoReturn
 
-from rayapp import logs
 from rayapp.errors import ConfigError, RayappError
-from rayapp.lake import Lake
-from rayapp.ledger import Ledger, RunRecord, StageResult, new_run_id, utcnow
+from rayapp.jobrun import EXIT_OK, EXIT_USAGE, JobContext, JobResult, fail, run_job
 from rayapp.settings import Settings, load_settings
-from rayapp.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
+
 #: Argument names every job parser has (settings options and bookkeeping), not the job's own.
 SETTINGS_OPTIONS = ("config", "overrides", "data_dir", "lake_uri")
-
-
-@dataclass(kw_only=True)
-class JobResult(StageResult):
-    """What a job body returns: a stage's result plus the line(s) printed for the user."""
-
-    summary: str = ""
-
-    @classmethod
-    def of(cls, res: StageResult, summary: str = "") -> "JobResult":
-        return cls(counts=res.counts, versions_read=res.versions_read, versions_written=res.versions_written,
-                   details=res.details, status=res.status, summary=summary)  # fmt: skip
-
-
-@dataclass
-class JobContext:
-    job: str
-    run_id: str
-    settings: Settings
-    lake: Lake
-    ledger: Ledger
-    parent_run_id: str | None = None
 
 
 class JobArgumentParser(argparse.ArgumentParser):
@@ -76,6 +51,7 @@ def job_parser(job: str, description: str) -> JobArgumentParser:
     g.add_argument("--data-dir", help="override RAYAPP_DATA_DIR")
     g.add_argument("--lake-uri", help="override RAYAPP_LAKE_URI")
     g.add_argument("--parent-run-id", help=argparse.SUPPRESS)
+    g.add_argument("--force", action="store_true", help="take the stage's run lease even while another run holds it (says so)")
     g.add_argument("--debug", action="store_true", help="print tracebacks")
     return p
 
@@ -112,11 +88,6 @@ def merge_settings_options(outer: argparse.Namespace, inner: argparse.Namespace)
     )
 
 
-def fail(message: str, code: int = 1) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    return code
-
-
 @dataclass(frozen=True)
 class Job:
     """A job: its name, description, arguments and body (see the module docstring)."""
@@ -126,6 +97,12 @@ class Job:
     body: Callable[[JobContext, argparse.Namespace], JobResult]
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
     needs_ray: bool = True
+    #: Whether runs hold the stage's lease (one run of the stage at a time on a lake).
+    lease: bool = True
+    #: Checks the job's arguments before anything starts (raise RayappError: exit code 2).
+    validate: Callable[[argparse.Namespace], None] | None = None
+    #: What ``--dry-run`` prints instead of running (the job then records nothing).
+    plan: Callable[[Settings, argparse.Namespace], str] | None = None
 
     def parser(self) -> JobArgumentParser:
         p = job_parser(self.name, self.description)
@@ -156,86 +133,17 @@ class Job:
         return self.execute(settings, args, debug=args.debug)
 
     def execute(self, settings: Settings, args: argparse.Namespace, *, parent_run_id: str | None = None, debug: bool = False) -> int:
-        """Run the body under a ledger record; failures become exit codes.
+        """Validate, take the stage's lease, run the body under a ledger record; outcomes become exit codes.
 
         Returns:
-            0 on success (or a partial run), 1 when the job failed, 2 for bad arguments or settings.
+            An exit code: see ``EXIT_CODES``.
         """
-        parent_run_id = parent_run_id or getattr(args, "parent_run_id", None)
-        logs.configure(settings.log_format.value, "DEBUG" if debug else settings.log_level)
-        run_id = new_run_id(self.name)
-        logs.bind(run_id=run_id, stage=self.name)
-        lake = Lake(settings)
-        ledger = Ledger(lake)
-        record = RunRecord(run_id=run_id, job=self.name, started_at=utcnow(), parent_run_id=parent_run_id,
-                           args={**_safe_args(args), "settings": settings.redacted()})  # fmt: skip
         try:
-            lake.check_reachable()
+            if self.validate is not None:
+                self.validate(args)
         except RayappError as exc:
-            return fail(str(exc))
-        try:
-            ledger.record_run(record)
-            if self.needs_ray:
-                from rayapp.runtime import ensure_ray
-
-                ensure_ray(settings)
-            result = self.body(JobContext(self.name, run_id, settings, lake, ledger, parent_run_id), args)
-        except KeyboardInterrupt:
-            _finish(ledger, record, "failed", error="interrupted")
-            return fail(f"{self.name} interrupted", 130)
-        except RayappError as exc:
-            _finish(ledger, record, "failed", error=str(exc))
-            return fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
-            message = _one_line(exc)
-            logger.debug("%s failed", self.name, exc_info=True)
-            _finish(ledger, record, "failed", error=message)
-            if debug:
-                traceback.print_exc()
-            return fail(f"{self.name} failed: {message} (run {run_id}; add --debug for the traceback)")
-        record.counts = result.counts
-        record.versions_read = result.versions_read
-        record.versions_written = result.versions_written
-        record.details = result.details
-        _finish(ledger, record, result.status)
-        from rayapp.metrics import record_run
-
-        record_run(self.name, result.status, record.duration_s or 0.0, result.counts)
-        if result.summary:
-            print(result.summary)
-        print(f"{self.name}: {result.status} (run {run_id})")
-        return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:500] if first else type(exc).__name__
-
-
-def _finish(ledger: Ledger, record: RunRecord, status: str, error: str | None = None) -> None:
-    record.status = status
-    record.error = error
-    record.ended_at = utcnow()
-    try:
-        ledger.record_run(record)
-    except Exception as exc:  # noqa: BLE001 - an unreachable lake must not hide the real error
-        logger.warning("could not write run record %s: %s", record.run_id, _one_line(exc))
-
-
-def _safe_args(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in vars(args).items():
-        if k in ("config", "data_dir", "lake_uri", "debug"):
-            continue  # the settings they made are recorded whole
-        if k == "overrides":
-            v = [item.split("=", 1)[0] + "=***" if _secretish(item) else item for item in v]
-        elif isinstance(v, str) and "://" in v:
-            v = redact_url(v)
-        out[k] = v
-    return out
-
-
-def _secretish(item: str) -> bool:
-    key = item.split("=", 1)[0].lower()
-    return any(s in key for s in ("secret", "password", "key", "token", "url"))
+            return fail(f"{self.name}: {exc}", EXIT_USAGE)
+        if getattr(args, "dry_run", False) and self.plan is not None:
+            print(self.plan(settings, args))  # a dry run starts nothing and records nothing
+            return EXIT_OK
+        return run_job(self, settings, args, parent_run_id=parent_run_id or getattr(args, "parent_run_id", None), debug=debug)

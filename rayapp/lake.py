@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 
 from rayapp.catalog import TableDef
-from rayapp.errors import LakeUnreachableError, RayappError
+from rayapp.errors import RayappError
+from rayapp.storage import Storage, delta_storage_options
 from rayapp.urls import is_remote, join_uri
 
 if TYPE_CHECKING:
-    import fsspec
     import pyarrow.fs as pafs
     from deltalake import DeltaTable
 
@@ -30,18 +29,18 @@ logger = logging.getLogger(__name__)
 TableLike = TableDef | str
 
 
-class Lake:
+class Lake(Storage):
     """Storage options and Delta operations for the lake rooted at ``settings.lake_root``."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.root = settings.lake_root
-        self.storage_options = _delta_storage_options(settings)
+        self.storage_options = delta_storage_options(settings)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Lake, (self.settings,))
 
-    # ---- locations --------------------------------------------------------------------------
+    # ---- locations ----------------------------------------------------------------------
 
     def uri(self, table: TableLike) -> str:
         """URI of a catalog table (or a ``"a/b"`` name) under the lake root."""
@@ -51,80 +50,6 @@ class Lake:
     def path(self, *parts: str) -> str:
         """URI of any location under the lake root (staging, dead-letter files)."""
         return join_uri(self.root, *parts)
-
-    def fsspec(self, uri: str) -> "tuple[fsspec.AbstractFileSystem, str]":
-        """An fsspec filesystem and the path inside it for a local path or ``s3://`` URI."""
-        if is_remote(uri):
-            import s3fs
-
-            parts = urlsplit(uri)
-            return s3fs.S3FileSystem(**_s3fs_options(self.settings)), f"{parts.netloc}{parts.path}".rstrip("/")
-        from fsspec.implementations.local import LocalFileSystem
-
-        return LocalFileSystem(), uri.rstrip("/") or "/"
-
-    def arrow_fs(self, uri: str) -> "tuple[pafs.FileSystem, str]":
-        """A pyarrow filesystem and the path inside it (used by Ray tasks)."""
-        import pyarrow.fs as pafs
-
-        if not is_remote(uri):
-            return pafs.LocalFileSystem(), uri
-        s = self.settings
-        parts = urlsplit(uri)
-        kwargs: dict[str, Any] = {"region": s.s3_region}
-        if s.s3_endpoint_url:
-            ep = urlsplit(s.s3_endpoint_url)
-            kwargs["endpoint_override"] = ep.netloc
-            kwargs["scheme"] = ep.scheme
-        if s.s3_access_key_id:
-            kwargs["access_key"] = s.s3_access_key_id
-        if s.s3_secret_access_key is not None:
-            kwargs["secret_key"] = s.s3_secret_access_key.get_secret_value()
-        return pafs.S3FileSystem(**kwargs), f"{parts.netloc}{parts.path}".rstrip("/")
-
-    @staticmethod
-    def to_uri(uri_like: str, fs_path: str) -> str:
-        """Turn a path returned by :meth:`fsspec`'s filesystem back into a URI of the same kind."""
-        return f"s3://{fs_path.lstrip('/')}" if is_remote(uri_like) else fs_path
-
-    def check_reachable(self, uri: str | None = None) -> None:
-        """Fail fast with one clear line when the lake (or ``uri``) cannot be reached.
-
-        Local directories are created; for S3 the bucket must exist and answer.
-        """
-        target = uri or self.root
-        try:
-            fs, path = self.fsspec(target)
-            if is_remote(target):
-                bucket = path.split("/", 1)[0]
-                try:
-                    fs.ls(bucket, detail=False)
-                except FileNotFoundError:
-                    raise LakeUnreachableError(f"cannot reach {target}: bucket {bucket!r} does not exist") from None
-            else:
-                fs.makedirs(path, exist_ok=True)
-        except LakeUnreachableError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any I/O failure means unreachable here
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise LakeUnreachableError(f"cannot reach {target}: {reason}") from None
-
-    def remove(self, uri: str) -> None:
-        """Remove a file or folder under the lake (missing is fine; failures are logged)."""
-        try:
-            if not is_remote(uri):
-                import shutil
-
-                if os.path.isdir(uri):
-                    shutil.rmtree(uri, ignore_errors=True)
-                elif os.path.exists(uri):
-                    os.remove(uri)
-                return
-            fs, path = self.fsspec(uri)
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-        except Exception as exc:  # noqa: BLE001 - a leftover file is harmless; the caller moves on
-            logger.warning("could not remove %s: %s", uri, exc)
 
     # ---- Delta tables -----------------------------------------------------------------------
 
@@ -262,35 +187,3 @@ class Lake:
             return None
         keep = pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage"]))
         return pc.unique(cdf[column].cast(pa.string()).filter(keep))
-
-
-def _delta_storage_options(settings: Settings) -> dict[str, str]:
-    """Storage options for delta-rs (object_store keys)."""
-    opts: dict[str, str] = {}
-    if settings.s3_endpoint_url:
-        opts["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
-    if settings.s3_access_key_id:
-        opts["AWS_ACCESS_KEY_ID"] = settings.s3_access_key_id
-    if settings.s3_secret_access_key is not None:
-        opts["AWS_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key.get_secret_value()
-    opts["AWS_REGION"] = settings.s3_region
-    if settings.s3_allow_http:
-        opts["AWS_ALLOW_HTTP"] = "true"
-    # One writer per table at a time (the ledger serialises runs); S3 has no atomic rename.
-    opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
-    return opts
-
-
-def _s3fs_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``s3fs.S3FileSystem``."""
-    opts: dict[str, Any] = {
-        "client_kwargs": {"region_name": settings.s3_region},
-        "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
-    }
-    if settings.s3_endpoint_url:
-        opts["client_kwargs"]["endpoint_url"] = settings.s3_endpoint_url
-    if settings.s3_access_key_id:
-        opts["key"] = settings.s3_access_key_id
-    if settings.s3_secret_access_key is not None:
-        opts["secret"] = settings.s3_secret_access_key.get_secret_value()
-    return opts

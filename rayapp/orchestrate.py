@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rayapp.errors import RayappError
+from rayapp.jobrun import EXIT_OK, EXIT_PARTIAL
 from rayapp.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,13 @@ def select(stages: list[Stage], only: list[str], skip: list[str]) -> list[Stage]
     return stages
 
 
-def resume_point(ledger: Ledger, current_run_id: str) -> tuple[str | None, set[str]]:
+def resume_point(ledger: Ledger, current_run_id: str | None) -> tuple[str | None, set[str]]:
     """The last failed pipeline run before ``current_run_id`` and the stages it completed."""
     earlier = [r for r in ledger.runs(job="pipeline") if r.run_id != current_run_id]
     last = earlier[0] if earlier else None
-    if last is None or last.status == "succeeded":
+    if last is None or last.status in ("succeeded", "partial"):
         return None, set()
-    done = {str(s["stage"]) for s in last.details.get("stages", []) if s.get("status") == "succeeded"}
+    done = {str(s["stage"]) for s in last.details.get("stages", []) if s.get("status") in ("succeeded", "partial")}
     if not last.details.get("stages"):  # the pipeline record died before its own end: ask the ledger
         done = {r.job for r in ledger.runs() if r.parent_run_id == last.run_id and r.status == "succeeded"}
     return last.run_id, done
@@ -75,8 +76,9 @@ def run_stages(stages: list[Stage], pipeline_run_id: str) -> PipelineOutcome:
         logger.info("pipeline %s: stage %s", pipeline_run_id, s.name)
         print(f"\n== {s.name} ==", flush=True)
         code = s.run(pipeline_run_id)
-        out.stages.append({"stage": s.name, "status": "succeeded" if code == 0 else "failed", "exit_code": code})
-        if code != 0:
+        status = "succeeded" if code == EXIT_OK else "partial" if code == EXIT_PARTIAL else "failed"
+        out.stages.append({"stage": s.name, "status": status, "exit_code": code})
+        if status == "failed":
             out.failed = s.name
             break
     if out.failed:

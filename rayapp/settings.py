@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     s3_allow_http: bool | None = Field(default=None, description="Allow http:// endpoints (default: inferred).")
+    s3_allow_unsafe_rename: bool = Field(
+        default=False,
+        description="Opt in to an S3-compatible store without conditional writes (Delta commits by copy + delete: unsafe when runs overlap).",
+    )
+    lease_ttl_s: float = Field(default=120.0, gt=0, description="A stage's run lease expires this long after its owner's last heartbeat.")
 
     # One field per store (`<store>_url`); the store's module in rayapp/sinks declares its schemes and default.
     postgres_url: SecretStr | None = Field(default=None, description="postgresql://… (default: embedded pgserver).")
@@ -70,6 +75,7 @@ class Settings(BaseSettings):
     writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")
     writer_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles, with jitter).")
     writer_backoff_max_s: float = Field(default=20.0, ge=0, description="Longest retry delay.")
+    writer_breaker_cooldown_s: float = Field(default=30.0, ge=0, description="After 3 failed batches in a row a writer sends batches straight to the DLQ for this long, then tries one again.")
     writer_cpus: float = Field(default=0.1, gt=0, description="CPUs reserved per writer actor.")
     vector_min_score: float = Field(default=0.5, ge=0, le=1, description="Transactions with fraud_score >= this get vectors.")
 

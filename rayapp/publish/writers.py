@@ -25,7 +25,9 @@ from rayapp.urls import is_remote
 
 logger = logging.getLogger(__name__)
 
-#: A writer that failed this many batches in a row stops retrying: later batches go straight to the DLQ.
+#: After this many failed batches in a row a writer's breaker opens: later batches go straight to the
+#: DLQ until ``writer_breaker_cooldown_s`` has passed; then one batch is tried (half-open) and a
+#: success closes the breaker again.
 BREAKER_AFTER = 3
 
 
@@ -64,6 +66,8 @@ class StoreWriter:
         self.ready = False
         self.failed_in_row = 0
         self.last_error: str | None = None
+        self.opened_at = 0.0
+        self.cooldown_s = settings.writer_breaker_cooldown_s
 
     def pid(self) -> int:
         return os.getpid()
@@ -88,9 +92,9 @@ class StoreWriter:
         out: dict[str, Any] = {"store": self.store, "dataset": dataset, "rows": block.num_rows, "written": 0, "failed": 0,
                                "attempts": 0, "error": None, "dead_letter": None}  # fmt: skip
         start = time.monotonic()
-        if self.failed_in_row >= BREAKER_AFTER:
+        if self.failed_in_row >= BREAKER_AFTER and time.monotonic() - self.opened_at < self.cooldown_s:
             error, attempts = f"not attempted: {self.failed_in_row} batches failed in a row (last: {self.last_error})", 0
-        else:
+        else:  # closed, or half-open after the cool-down: a success closes the breaker
             try:
                 written, attempts = self.policy.call(
                     lambda: self._attempt(Dataset(dataset), block), f"{self.store} {dataset} ({block.num_rows} rows)", on_retry=self._reset
@@ -102,6 +106,8 @@ class StoreWriter:
             except RetryExhausted as exc:
                 self._reset()
                 self.failed_in_row += 1
+                if self.failed_in_row >= BREAKER_AFTER:
+                    self.opened_at = time.monotonic()
                 self.last_error = error = str(exc)
                 attempts = exc.attempts
                 logger.error("%s %s: %d rows failed after %d attempts: %s", self.store, dataset, block.num_rows, attempts, error)

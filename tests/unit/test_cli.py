@@ -9,7 +9,8 @@ import pytest
 
 import jobs
 from rayapp.cli import discover_jobs, main
-from rayapp.jobkit import _safe_args, job_parser
+from rayapp.jobkit import job_parser
+from rayapp.jobrun import safe_args as _safe_args
 
 
 def test_every_job_module_is_discovered_with_a_description() -> None:
