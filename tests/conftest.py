@@ -20,6 +20,29 @@ os.environ.pop("RAY_ADDRESS", None)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stop_embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, stop every embedded PostgreSQL server whose data directory is
+    under this session's temp dirs (a server a killed process left behind), and nothing else."""
+    yield
+    import psutil
+
+    base = str(tmp_path_factory.getbasetemp())
+    ours = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and "-D" in cmd and cmd[cmd.index("-D") + 1].startswith(base):
+            ours.append(proc)
+    for proc in ours:
+        try:
+            proc.terminate()  # postmaster: "smart" shutdown, children follow
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(ours, timeout=20)
+    for proc in alive:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """A local Ray instance with an explicit CPU budget shared by all integration tests."""

@@ -46,14 +46,13 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def sqlalchemy_url(url: str) -> str:
     """A ``postgresql+psycopg://`` URL for SQLAlchemy (starting the embedded server if needed)."""
-    scheme = urlsplit(url).scheme
-    if scheme == "pgserver":
-        url = _embedded_server_uri(url_path(url))
+    if urlsplit(url).scheme == "pgserver":
+        url = str(embedded_server(url_path(url)).get_uri())
     parts = urlsplit(url)
     return urlunsplit(("postgresql+psycopg", *parts[1:]))
 
 
-def _embedded_server_uri(pgdata: str) -> str:
+def embedded_server(pgdata: str) -> Any:
     """Start (or join) the embedded server; a file lock keeps pool actors from racing ``initdb``."""
     import fcntl
     import os
@@ -68,7 +67,7 @@ def _embedded_server_uri(pgdata: str) -> str:
     with open(os.path.join(parent, f".{os.path.basename(pgdata)}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return str(pgserver.get_server(pgdata, cleanup_mode="stop").get_uri())
+            return pgserver.get_server(pgdata, cleanup_mode="stop")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -109,12 +108,17 @@ class PostgresSink(StoreSink[BatchOptions]):
 
     datasets = DATASETS
     _engine: Any = None
+    _server: Any = None
 
     def on_write_start(self) -> None:
         from sqlalchemy import create_engine, text
 
         if self._engine is None:
-            self._engine = create_engine(sqlalchemy_url(self.url), pool_pre_ping=True, pool_size=1, max_overflow=0)
+            url = self.url
+            if urlsplit(url).scheme == "pgserver":
+                self._server = embedded_server(url_path(url))
+                url = str(self._server.get_uri())
+            self._engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=1, max_overflow=0)
         with self._engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
             conn.execute(text(_CREATE_MIGRATIONS))
@@ -176,6 +180,11 @@ class PostgresSink(StoreSink[BatchOptions]):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        if self._server is not None:
+            # Leave the embedded server explicitly: pgserver stops it when its last user leaves, and
+            # a writer actor ends by ray.kill, which skips the atexit hook that would do it.
+            self._server.cleanup()
+            self._server = None
 
     def example_query(self) -> str:
         if urlsplit(self.url).scheme == "pgserver":

@@ -222,14 +222,30 @@ def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_p
 
 
 def _writer_pids() -> list[int]:
+    """Writer actors of this test session's Ray instance only (its raylet is a child of this process)."""
     import psutil
 
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if cmd.startswith("ray::StoreWriter"):
-            pids.append(proc.info["pid"])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(proc.cmdline()).startswith("ray::StoreWriter"):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
     return sorted(pids)
+
+
+def _postgres_rows(settings: Settings) -> int:
+    """Transactions PostgreSQL holds now (0 before the table exists): proof that writers are mid-stream."""
+    import psycopg
+
+    from rayapp.sinks.postgres import sqlalchemy_url
+
+    try:
+        with psycopg.connect(sqlalchemy_url(store("postgres").url(settings)).replace("postgresql+psycopg", "postgresql")) as c:
+            return int(c.execute("SELECT count(*) FROM transactions").fetchone()[0])  # type: ignore[index]
+    except psycopg.Error:
+        return 0
 
 
 def test_killed_writer_actors_lose_nothing(lake: tuple[Path, Path], tmp_path: Path) -> None:
@@ -241,8 +257,7 @@ def test_killed_writer_actors_lose_nothing(lake: tuple[Path, Path], tmp_path: Pa
         deadline = time.time() + 120
         while time.time() < deadline and len(killed) < 2:
             pids = [p for p in _writer_pids() if p not in killed]
-            if len(pids) >= 4:  # every pool is up and writing; kill two writers mid-stream
-                time.sleep(2.0)
+            if len(pids) >= 4 and _postgres_rows(settings) > 0:  # every pool is up and rows are landing: kill two writers mid-stream
                 for pid in pids[:2]:
                     try:
                         os.kill(pid, signal.SIGKILL)
@@ -349,9 +364,8 @@ def test_killed_driver_then_rerun_is_exact(lake: tuple[Path, Path], tmp_path: Pa
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-m", "jobs.publish", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(_writer_pids()) < 4 and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(3)  # writers are mid-stream
+    while time.time() < deadline and proc.poll() is None and not (len(_writer_pids()) >= 4 and _postgres_rows(settings) > 0):
+        time.sleep(0.1)  # wait for the event: every pool up and rows landing
     assert proc.poll() is None, "publish finished before it could be killed"
     proc.kill()
     proc.wait()
