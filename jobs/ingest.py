@@ -22,6 +22,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
         f"{res.files_ingested} ingested, {res.files_rejected} rejected; {res.rows} rows appended to bronze"
     ]
     lines += [f"  rejected {r['file']}: {r['reason']}" for r in res.rejected]
+    lines += [f"  note {n['file']}: {n['note']}" for n in res.notes]
     return JobResult.of(res, "\n".join(lines))
 
 

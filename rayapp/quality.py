@@ -31,6 +31,8 @@ DEFAULT_RULES: dict[str, Action] = {
     "invalid_status": Action.DROP,
     "invalid_event_time": Action.DROP,
     "invalid_updated_at": Action.DROP,
+    "field_too_long": Action.DROP,  # a value over its field's limit (see transforms.silver.FIELD_MAX_CHARS)
+    "malformed_row": Action.DROP,  # a row the landing parser could not read whole (a truncated last row)
     "invalid_country": Action.WARN,
 }
 

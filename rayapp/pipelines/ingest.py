@@ -33,6 +33,7 @@ STAGE = "ingest"
 _REJECT = "_reject_reason"
 _MARKER_SCHEMA = BRONZE_SCHEMA.append(pa.field(_REJECT, pa.string()))
 _CHUNK_ROWS = 250_000
+_NOTE = "note:"  # a marker whose reason starts so carries a note for the file ledger, not a rejection
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class IngestResult(StageResult):
     rows: int = 0
     bronze_version: int | None = None
     rejected: list[dict[str, str]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)
 
     def finish(self) -> "IngestResult":
         """Fill the recorded counts, details and versions from the tallies."""
@@ -67,7 +69,7 @@ class IngestResult(StageResult):
             "rows_read": self.rows,
             "rows_written": self.rows,
         }
-        self.details = {"landing": self.landing, "rejected": self.rejected}
+        self.details = {"landing": self.landing, "rejected": self.rejected, "notes": self.notes}
         self.versions_written = {BRONZE.name: self.bronze_version} if self.bronze_version is not None else {}
         return self
 
@@ -130,6 +132,9 @@ def parse_files(
             yield _marker(uri, str(exc), run_id, ingested_at, source_system)
             continue
         table = table.append_column(_REJECT, pa.nulls(table.num_rows, pa.string()))
+        if parsed.note:
+            logger.warning("%s: %s", uri, parsed.note)
+            yield _marker(uri, _NOTE + parsed.note, run_id, ingested_at, source_system)
         if table.num_rows == 0:
             yield _marker(uri, None, run_id, ingested_at, source_system)  # counts the empty file as ingested
         for off in range(0, table.num_rows, _CHUNK_ROWS):
@@ -157,7 +162,10 @@ class BronzeSink(DeltaAppendSink):
         is_marker = pc.is_valid(table[_REJECT])
         markers = table.filter(is_marker)
         for uri, reason in zip(markers["_source_file"].to_pylist(), markers[_REJECT].to_pylist()):
-            side.append(("rejected", uri, reason) if reason else ("rows", uri, 0))
+            if reason.startswith(_NOTE):
+                side.append(("note", uri, reason.removeprefix(_NOTE)))
+            else:
+                side.append(("rejected", uri, reason) if reason else ("rows", uri, 0))
         data = table.filter(pc.invert(is_marker)).drop_columns([_REJECT])
         if data.num_rows:
             vc = pc.value_counts(data["_source_file"])
@@ -174,6 +182,9 @@ class BronzeSink(DeltaAppendSink):
 
     def rejected(self) -> dict[str, str]:
         return {uri: value for kind, uri, value in self.side_results if kind == "rejected"}
+
+    def notes(self) -> dict[str, str]:
+        return {uri: value for kind, uri, value in self.side_results if kind == "note"}
 
     def commit_metadata(self) -> dict[str, str]:
         rejected = self.rejected()
@@ -245,7 +256,7 @@ def ingest(
     )
     ds.write_datasink(sink)
 
-    rows, rejected = sink.file_rows(), sink.rejected()
+    rows, rejected, notes = sink.file_rows(), sink.rejected(), sink.notes()
     result.bronze_version = sink.committed_version
     records: list[FileRecord] = []
     for f in todo:
@@ -254,8 +265,10 @@ def ingest(
             result.rejected.append({"file": f.uri, "reason": rejected[f.uri]})
         else:
             n = rows.get(f.uri, 0)
-            records.append(FileRecord(f.uri, f.checksum, f.size, "ingested", n, None, run_id, sink.committed_version))
+            records.append(FileRecord(f.uri, f.checksum, f.size, "ingested", n, notes.get(f.uri), run_id, sink.committed_version))
             result.rows += n
+            if f.uri in notes:
+                result.notes.append({"file": f.uri, "note": notes[f.uri]})
     result.files_rejected = len(rejected)
     result.files_ingested = len(todo) - len(rejected)
     ledger.record_files(records)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +46,12 @@ class Parsed:
 
     table: pa.Table  # contract columns present in the file, as pa.string()
     extras: dict[str, pa.Array]  # extra column name -> JSON value text (or null)
+    #: A note for the file ledger when rows were kept apart (a truncated last row), else None.
+    note: str | None = None
+
+
+#: The key ``_extra`` carries for a row that could not be parsed whole (the ``malformed_row`` rule).
+MALFORMED = "_malformed"
 
 
 def parse_landing(data: bytes, fmt: str) -> Parsed:
@@ -52,15 +60,21 @@ def parse_landing(data: bytes, fmt: str) -> Parsed:
     Raises:
         FileRejectedError: the file cannot be parsed at all (reason in the message).
     """
+    broken: dict[int, str] = {}  # row index -> why it is malformed (a truncated last row)
     if fmt == "csv":
-        table, json_typed = _parse_csv(data), False
+        table, broken, json_typed = *_parse_csv(data), False
     elif fmt == "jsonl":
-        table, json_typed = _parse_jsonl(data), True
+        table, broken, json_typed = *_parse_jsonl(data), True
     elif fmt == "parquet":
         table, json_typed = _parse_parquet(data), True
     else:
         raise FileRejectedError(f"unsupported format {fmt!r}")
-    return _split_contract(table, json_typed)
+    parsed = _split_contract(table, json_typed)
+    if not broken:
+        return parsed
+    marks = pa.array([json.dumps(broken[i]) if i in broken else "null" for i in range(table.num_rows)], pa.string())
+    note = "; ".join(broken.values()) + f": kept {table.num_rows - len(broken)} complete row(s), the broken one goes to quarantine (malformed_row)"
+    return Parsed(parsed.table, {**parsed.extras, MALFORMED: marks}, note)
 
 
 def _split_contract(table: pa.Table, json_typed: bool) -> Parsed:
@@ -84,7 +98,9 @@ def _split_contract(table: pa.Table, json_typed: bool) -> Parsed:
 # ---- per-format parsers ------------------------------------------------------------------------
 
 
-def _parse_csv(data: bytes) -> pa.Table:
+def _parse_csv(data: bytes) -> tuple[pa.Table, dict[int, str]]:
+    """All-text columns; a truncated last row is kept apart (as a malformed row), a broken row
+    elsewhere rejects the file. Reasons name lines and column counts, never row content."""
     import pyarrow.csv as pcsv
 
     if data.startswith(b"\xef\xbb\xbf"):
@@ -100,11 +116,17 @@ def _parse_csv(data: bytes) -> pa.Table:
         raise FileRejectedError(f"CSV header unreadable: {exc}") from None
     if len(set(header)) != len(header):
         raise FileRejectedError("CSV header has duplicate column names")
+    bad: list[Any] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append(row)
+        return "skip"
+
     try:
-        return pcsv.read_csv(
+        table = pcsv.read_csv(
             io.BytesIO(data),
             read_options=pcsv.ReadOptions(column_names=header, skip_rows=1, block_size=1 << 24),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(
                 column_types={h: pa.string() for h in header},
                 strings_can_be_null=False,
@@ -112,22 +134,56 @@ def _parse_csv(data: bytes) -> pa.Table:
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        reason = _first_line(exc).removeprefix("CSV parse error: ")
-        raise FileRejectedError(f"CSV parse error: {reason}") from None
+        raise FileRejectedError(f"CSV parse error: {_without_content(exc)}") from None
+    if not bad:
+        return table, {}
+    last_line = data.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace").rstrip("\r")
+    row = bad[0]
+    where = f"line {row.number}" if row.number is not None else "a row"
+    if len(bad) > 1 or row.actual_columns >= row.expected_columns or row.text.rstrip("\r") != last_line:
+        raise FileRejectedError(f"CSV parse error at {where}: {row.actual_columns} of {row.expected_columns} columns")
+    values = next(csv.reader([row.text]), [])
+    tail = pa.table({h: pa.array([values[i] if i < len(values) else None], pa.string()) for i, h in enumerate(header)})
+    reason = f"truncated last row ({where}: {row.actual_columns} of {row.expected_columns} columns)"
+    return pa.concat_tables([table, tail]), {table.num_rows: reason}
 
 
-def _parse_jsonl(data: bytes) -> pa.Table:
+def _parse_jsonl(data: bytes) -> tuple[pa.Table, dict[int, str]]:
+    """Typed JSON values; a truncated last line is kept apart (as a malformed row), a broken line
+    elsewhere rejects the file. Reasons name the line, never its content."""
     import polars as pl
 
     if not data.strip():
-        return pa.table({"transaction_id": pa.array([], pa.string())})
-    try:
+        return pa.table({"transaction_id": pa.array([], pa.string())}), {}
+
+    def read(payload: bytes) -> pa.Table:
         # Types are inferred over all lines (a column mixing numbers and strings becomes text);
         # typed values are turned back into text by _as_text.
-        df = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-    except Exception as exc:  # noqa: BLE001 - polars raises several error types for bad JSON
-        raise FileRejectedError(f"JSON Lines parse error: {_first_line(exc)}") from None
-    return df.to_arrow()
+        return pl.read_ndjson(io.BytesIO(payload), infer_schema_length=None).to_arrow()
+
+    try:
+        return read(data), {}
+    except Exception:  # noqa: BLE001 - polars raises several error types for bad JSON; find the line
+        pass
+    lines = data.split(b"\n")
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+    for k, (number, line) in enumerate(numbered):
+        try:
+            value = json.loads(line)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            reason = getattr(exc, "msg", None) or str(exc).split(":")[0]
+            if k < len(numbered) - 1:
+                raise FileRejectedError(f"JSON Lines parse error at line {number}: {reason}") from None
+            body = b"\n".join(ln for _, ln in numbered[:-1])
+            try:
+                table = read(body) if body else pa.table({"transaction_id": pa.array([], pa.string())})
+            except Exception as inner:  # noqa: BLE001
+                raise FileRejectedError(f"JSON Lines parse error: {_without_content(inner)}") from None
+            tail = pa.table({c: pa.nulls(1, table.schema.field(c).type) for c in table.column_names})
+            return pa.concat_tables([table, tail]), {table.num_rows: f"truncated last line (line {number}: {reason})"}
+    raise FileRejectedError("JSON Lines parse error (no single line is at fault)")
 
 
 def _parse_parquet(data: bytes) -> pa.Table:
@@ -142,6 +198,15 @@ def _parse_parquet(data: bytes) -> pa.Table:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def _without_content(exc: BaseException) -> str:
+    """A parser's message without the row text it quotes (reasons land in logs and the ledger)."""
+    text = _first_line(exc).removeprefix("CSV parse error: ")
+    m = re.search(r"Expected (\d+) columns, got (\d+)", text)
+    if m:
+        return f"a row has {m.group(2)} of {m.group(1)} columns"
+    return text.split(":", 1)[0][:200]
 
 
 # ---- value conversion --------------------------------------------------------------------------

@@ -41,6 +41,10 @@ CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "CNY", "INR", "BR
 CHANNELS = ("online", "pos", "atm", "mobile")
 STATUSES = ("pending", "settled", "reversed", "chargeback")
 MAX_AMOUNT = Decimal("1000000")
+#: Longest value (characters) each contract field may hold; longer ones fail ``field_too_long``.
+FIELD_MAX_CHARS: dict[str, int] = {c: 64 for c in CONTRACT_COLUMNS} | {"merchant_name": 256, "description": 1024}
+#: How much of an oversized value a quarantined row keeps (the rest is cut and counted).
+QUARANTINE_KEEP_CHARS = 1024
 _QUARANTINE_META = tuple(f.name for f in BRONZE_META_FIELDS)
 
 
@@ -179,12 +183,42 @@ def standardize(bronze: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
         "invalid_status": not_in(out["status"], STATUSES),
         "invalid_event_time": pc.is_null(out["event_time"]).to_numpy(zero_copy_only=False),
         "invalid_updated_at": pc.is_null(out["updated_at"]).to_numpy(zero_copy_only=False),
+        "field_too_long": _too_long(col),
+        "malformed_row": _malformed(bronze["_extra"]),
         "invalid_country": bad_country,
     }
     assert list(masks) == list(DEFAULT_RULES)
     typed = [out[c].cast(f.type) if out[c].type != f.type else out[c] for c, f in zip(CONTRACT_COLUMNS, BUSINESS_FIELDS)]
     typed += [bronze[f.name].cast(f.type) for f in ORDER_FIELDS]
     return pa.Table.from_arrays(typed, schema=STANDARD_SCHEMA), masks
+
+
+def _too_long(col: dict[str, pa.Array]) -> np.ndarray:
+    n = len(col["transaction_id"])
+    mask = np.zeros(n, dtype=bool)
+    for c, limit in FIELD_MAX_CHARS.items():
+        mask |= pc.fill_null(pc.greater(pc.utf8_length(col[c].cast(pa.string())), limit), False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _malformed(extra: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    from rayapp.transforms.raw import MALFORMED
+
+    hit = pc.match_substring(extra, f'"{MALFORMED}":"')
+    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _bounded(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A quarantined text column with each oversized value cut to ``QUARANTINE_KEEP_CHARS`` (and marked)."""
+    arr = arr.cast(pa.string())
+    length = pc.utf8_length(arr)
+    if not pc.any(pc.greater(length, QUARANTINE_KEEP_CHARS)).as_py():
+        return arr
+    cut = pc.binary_join_element_wise(
+        pc.utf8_slice_codeunits(arr, 0, QUARANTINE_KEEP_CHARS), "…[cut ", pc.cast(pc.subtract(length, QUARANTINE_KEEP_CHARS), pa.string()),
+        " chars]", "",
+    )  # fmt: skip
+    return pc.if_else(pc.greater(length, QUARANTINE_KEEP_CHARS), cut, arr)
 
 
 def _reasons(masks: dict[str, np.ndarray], rules: list[str], n: int) -> pa.Array:
@@ -217,7 +251,7 @@ def apply_expectations(
         bad = bronze.filter(pa.array(drop))
         sub = {k: v[drop] for k, v in masks.items()}
         reasons = _reasons(sub, blocking, int(drop.sum()))
-        cols = [bad[c] for c in CONTRACT_COLUMNS] + [bad[c].cast(QUARANTINE_SCHEMA.field(c).type) for c in _QUARANTINE_META]
+        cols = [_bounded(bad[c]) for c in CONTRACT_COLUMNS] + [bad[c].cast(QUARANTINE_SCHEMA.field(c).type) for c in _QUARANTINE_META]
         cols += [reasons, pa.repeat(pa.scalar(run_id), len(reasons)), pa.repeat(pa.scalar(quarantined_at, UTC_US), len(reasons))]
         quarantine = pa.Table.from_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols], schema=QUARANTINE_SCHEMA)
     else:

@@ -144,3 +144,30 @@ def test_contract_columns_all_present_in_bronze(settings: Settings) -> None:
     assert ingest_job.entrypoint(_args(settings)) == 0
     row = _bronze(settings).row(0, named=True)
     assert [row[c] for c in CONTRACT_COLUMNS] == [f"v{i}" for i in range(len(CONTRACT_COLUMNS))]
+
+
+def test_truncated_csv_keeps_complete_rows_and_quarantines_the_tail(settings: Settings) -> None:
+    from jobs import bronze_to_silver as b2s_job
+    from rayapp.catalog import LEDGER_FILES, QUARANTINE, SILVER
+
+    landing = Path(settings.landing)
+    landing.mkdir(parents=True)
+    lines = [",".join(CONTRACT_COLUMNS)]
+    lines += [f"T{i:03d},A{i % 7},M{i % 5},Shop {i % 5},grocery,{i + 1}.50,USD,US,pos,D{i % 3},10.0.0.{i % 200},settled,card,false,"
+              f"2025-01-0{1 + i % 9}T10:00:00Z,2025-01-0{1 + i % 9}T11:00:00Z" for i in range(100)]  # fmt: skip
+    text = "\n".join(lines)
+    cut = text.rindex("T099") + 40  # the last row stops mid-way, as a copy interrupted mid-file leaves it
+    (landing / "cut.csv").write_text(text[:cut])
+    assert ingest_job.entrypoint(_args(settings)) == 0
+    lake = Lake(settings)
+    files = lake.read(LEDGER_FILES).to_pylist()
+    assert [(f["status"], f["rows"]) for f in files] == [("ingested", 100)]
+    assert "truncated last row" in files[0]["reason"] and "kept 99 complete row(s)" in files[0]["reason"]
+    assert "T099" not in files[0]["reason"]  # the ledger names the line, never the row's content
+    assert b2s_job.entrypoint(_args(settings)) == 0
+    silver = lake.read(SILVER, columns=["transaction_id"])["transaction_id"].to_pylist()
+    assert sorted(silver) == [f"T{i:03d}" for i in range(99)]
+    q = lake.read(QUARANTINE, columns=["transaction_id", "_reasons"]).to_pylist()
+    # the cut row ends after `country`: what follows is missing, and the row is marked malformed
+    assert q == [{"transaction_id": "T099", "_reasons": ["invalid_channel", "invalid_status", "invalid_event_time", "invalid_updated_at",
+                                                          "malformed_row"]}]  # fmt: skip

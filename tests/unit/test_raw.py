@@ -93,15 +93,50 @@ def test_parquet_typed_columns_become_text() -> None:
         (b"", "csv", "empty file"),
         (b"\xff\xfe\x00garbage\x01", "csv", "not UTF-8"),
         (b"a,b\n1,2\n", "csv", "no contract columns"),
-        (b"transaction_id,amount\nT1,1,extra\n", "csv", "Expected 2 columns"),
+        (b"transaction_id,amount\nT1,1,extra\n", "csv", "CSV parse error at a row: 3 of 2 columns"),
+        (b"transaction_id,amount\nSECRET-ROW,1\nT1\nT2,3\n", "csv", r"^CSV parse error at a row: 1 of 2 columns$"),  # not at the end
         (b"transaction_id,transaction_id\nT1,T2\n", "csv", "duplicate"),
-        (b'{"transaction_id": "T1"}\n{not json\n', "jsonl", "JSON Lines parse error"),
+        (b'{"transaction_id": "T1"}\n{not json\n{"transaction_id": "T2"}\n', "jsonl", r"^JSON Lines parse error at line 2: Expecting property name"),
         (b"PAR1 definitely not parquet", "parquet", "Parquet read error"),
     ],
 )
 def test_unparseable_files_rejected_with_reason(data: bytes, fmt: str, reason: str) -> None:
     with pytest.raises(FileRejectedError, match=reason):
         parse_landing(data, fmt)
+
+
+def test_rejection_reasons_never_quote_row_content() -> None:
+    secret = b"4111111111111111"
+    for data, fmt in (
+        (b"transaction_id,amount\nT1," + secret + b",x\nT2,1\n", "csv"),
+        (b'{"transaction_id": "' + secret + b'"\n{"transaction_id": "T2"}\n', "jsonl"),
+    ):
+        with pytest.raises(FileRejectedError) as exc:
+            parse_landing(data, fmt)
+        message = str(exc.value)
+        assert secret.decode() not in message and ("line" in message or "row" in message)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_truncated_file_keeps_its_complete_rows_and_marks_the_broken_tail(fmt: str) -> None:
+    header = ",".join(CONTRACT_COLUMNS)
+    complete = [f"T{i},A1,M1,Shop,grocery,1{i}.00,USD,US,pos,D1,10.0.0.1,settled,x,false,2025-01-01T00:00:00Z,2025-01-01T00:00:00Z"
+                for i in range(3)]  # fmt: skip
+    if fmt == "csv":
+        data = (header + "\n" + "\n".join(complete) + "\nT9,A1,M1,Sho").encode()  # cut mid-row
+    else:
+        rows = [json.dumps(dict(zip(CONTRACT_COLUMNS, line.split(",")))) for line in complete]
+        data = ("\n".join(rows) + '\n{"transaction_id": "T9", "acc').encode()
+    parsed = parse_landing(data, fmt)
+    assert parsed.note is not None and "kept 3 complete row(s)" in parsed.note and "truncated last" in parsed.note
+    assert "Sho" not in parsed.note and "acc" not in parsed.note  # the note names the line, not its content
+    rows = bronze(data, fmt)
+    assert [r["transaction_id"] for r in rows[:3]] == ["T0", "T1", "T2"]
+    assert all(json.loads(r["_extra"]) == {"_malformed": None} for r in rows[:3])
+    tail = json.loads(rows[3]["_extra"])
+    assert tail["_malformed"].startswith("truncated last")
+    if fmt == "csv":
+        assert rows[3]["transaction_id"] == "T9" and rows[3]["merchant_name"] == "Sho" and rows[3]["amount"] is None
 
 
 def test_header_only_csv_is_empty_not_rejected() -> None:

@@ -81,6 +81,33 @@ def test_drop_rules_quarantine_with_reason(change: dict[str, object], rule: str)
     assert counts[rule] == 1 and counts["quarantined"] == 1
 
 
+@pytest.mark.parametrize(
+    ("change", "limit"),
+    [({"description": "d" * 1025}, 1024), ({"merchant_name": "n" * 257}, 256), ({"device_id": "D" * 65}, 64), ({"ip_address": "9" * 5_000_000}, 64)],
+)
+def test_oversized_values_are_quarantined_and_kept_bounded(change: dict[str, str], limit: int) -> None:
+    (column, value), = change.items()
+    ok, _, _ = run({column: value[:limit]})
+    assert ok.num_rows == 1  # at the limit: fine
+    valid, quarantine, counts = run(change)
+    assert valid.num_rows == 0 and counts["field_too_long"] == 1
+    q = quarantine.to_pylist()[0]
+    assert q["_reasons"] == ["field_too_long"]
+    kept = q[column]
+    if len(value) <= tx.QUARANTINE_KEEP_CHARS:
+        assert kept == value  # raw values are kept as they arrived…
+    else:  # …but a 5 MB value is not copied into quarantine whole
+        assert kept == value[: tx.QUARANTINE_KEEP_CHARS] + f"…[cut {len(value) - tx.QUARANTINE_KEEP_CHARS} chars]"
+
+
+def test_malformed_rows_from_the_landing_parser_are_quarantined() -> None:
+    valid, quarantine, counts = run({}, {"_extra": '{"_malformed":"truncated last row (a row: 5 of 16 columns)"}', "transaction_id": "T2"},
+                                    {"_extra": '{"_malformed":null}', "transaction_id": "T3"})  # fmt: skip
+    assert [r["transaction_id"] for r in valid.to_pylist()] == ["T1", "T3"]
+    assert [(q["transaction_id"], q["_reasons"]) for q in quarantine.to_pylist()] == [("T2", ["malformed_row"])]
+    assert counts["malformed_row"] == 1
+
+
 def test_every_failed_rule_is_listed_in_order() -> None:
     _, quarantine, counts = run({"transaction_id": "", "amount": "x", "status": "?", "country": "USA"})
     assert quarantine.to_pylist()[0]["_reasons"] == ["missing_transaction_id", "invalid_amount", "invalid_status"]
