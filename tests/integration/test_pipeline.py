@@ -28,6 +28,7 @@ def test_pipeline_stops_on_failure_and_resumes(settings: Settings, monkeypatch: 
     assert pipeline_job.entrypoint(base + ["--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert plan.index("ingest") < plan.index("bronze_to_silver") < plan.index("silver_to_gold") < plan.index("score_transactions")
+    assert Ledger(Lake(settings)).runs(job="pipeline") == []  # a dry run records nothing (a later --resume cannot misread it)
 
     def broken(ctx: Any, args: Any) -> Any:
         raise RayappError("broken on purpose")

@@ -304,8 +304,8 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
     host = f"http://127.0.0.1:{pinecone_port}"
     settings, args = _settings(data, tmp_path / "stores", vector_url="pinecone://fraud", pinecone_api_key="k", pinecone_host=host,
                                writer_retries=2, writer_batch_rows=400)  # fmt: skip
-    # The Pinecone data plane is down: publish still succeeds for the other stores.
-    _run(publish_job, args)
+    # The Pinecone data plane is down: publish still succeeds for the other stores, and says it was partial.
+    assert publish_job.entrypoint(args) == 3
     ledger = Ledger(Lake(settings))
     run = ledger.last_run("publish", status=("partial",))
     assert run is not None and run.status == "partial"
@@ -315,12 +315,18 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
     assert sum(d.rows for d in pending) == run.counts["vector.failed"]
     assert postgres_state(settings)["transactions"] == expected(settings)["transactions"]
 
-    assert replay_job.entrypoint(args) == 0  # still down: nothing replayed, nothing lost
+    assert replay_job.entrypoint(args) == 3  # still down: nothing replayed, nothing lost, and the exit code says so
+    again = ledger.last_run("replay_dlq")
+    assert again is not None and again.status == "partial"
+    assert again.counts["replayed"] == 0 and again.counts["still_failing"] == len(pending)
     assert len(ledger.dead_letters(store="vector")) == len(pending)
+    assert replay_job.entrypoint(args + ["--allow-partial"]) == 0  # the operator's opt-out
 
     proc = _start_pinecone(pinecone_port)
     try:
         assert replay_job.entrypoint(args + ["--store", "vector"]) == 0
+        replayed = ledger.last_run("replay_dlq")
+        assert replayed is not None and replayed.counts["replayed"] == len(pending) and replayed.counts["still_failing"] == 0
         assert ledger.dead_letters(store="vector") == []
         assert all(not os.path.exists(d.path) for d in pending)
         exp = expected(settings)

@@ -6,9 +6,10 @@ import importlib
 import pkgutil
 
 import pytest
+from pathlib import Path
 
 import jobs
-from rayapp.cli import discover_jobs, main
+from rayapp.cli import build_parser, discover_jobs, main
 from rayapp.jobkit import job_parser
 from rayapp.jobrun import safe_args as _safe_args
 
@@ -59,3 +60,42 @@ def test_run_args_are_redacted() -> None:
                          "--set", "postgres_url=postgresql://u:pw@h/db"])  # fmt: skip
     safe = _safe_args(args)
     assert safe["overrides"] == ["s3_secret_access_key=***", "source_system=crm", "postgres_url=***"]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == "rayapp 0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "bronze_to_silver", "--expect", "bogus=drop"], "unknown expectation 'bogus'"),
+        (["run", "bronze_to_silver", "--expect", "invalid_amount=explode"], "invalid_amount"),
+        (["run", "pipeline", "--only", "nope"], "unknown stage 'nope'"),
+        (["run", "train_fraud_model", "--eval-fraction", "0.9"], "--eval-fraction"),
+        (["run", "generate", "--rows", "0"], "rows"),
+    ],
+)
+def test_bad_arguments_exit_2_before_anything_starts(argv: list[str], message: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["--data-dir", str(tmp_path / "data"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "data").exists()  # no lake touched, no run recorded, no Ray started
+
+
+def test_dry_run_starts_nothing_and_records_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "pipeline", "--dry-run", "--data-dir", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline plan:" in out and "6. publish" in out
+    assert not (tmp_path / "data").exists()
+
+
+def test_settings_options_work_after_the_subcommand_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "--data-dir", str(tmp_path / "after")]) == 0
+    assert f"no runs recorded yet in {tmp_path / 'after'}" in capsys.readouterr().out
+    assert main(["--data-dir", str(tmp_path / "before"), "runs", "--data-dir", str(tmp_path / "after")]) == 0
+    assert str(tmp_path / "after") in capsys.readouterr().out  # the later one wins

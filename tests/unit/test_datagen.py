@@ -19,10 +19,15 @@ def _digest(spec: GenSpec) -> list[str]:
     return [hashlib.sha256(encode(generate_table(spec, f), spec.file_format(f))).hexdigest() for f in range(spec.n_files)]
 
 
+#: The bytes seed 11 gives (CSV, JSON Lines, Parquet): pinned, so a change to the generator that
+#: alters its output fails here instead of silently changing every benchmark and reference.
+SEED_11_DIGESTS = ["2c0ce0a5cfca8bf2", "d2341cdd68db4273", "6933453cada25a8c"]
+
+
 def test_same_seed_same_bytes_in_every_format() -> None:
     spec = GenSpec(rows=3000, seed=11, files=3)
     assert {spec.file_format(f) for f in range(3)} == set(FORMATS)
-    assert _digest(spec) == _digest(GenSpec(rows=3000, seed=11, files=3))
+    assert [d[:16] for d in _digest(spec)] == SEED_11_DIGESTS
     assert _digest(spec) != _digest(GenSpec(rows=3000, seed=12, files=3))
 
 
