@@ -67,7 +67,7 @@ def test_bad_file_rejected_neighbours_ingested(settings: Settings, capsys: pytes
     landing.mkdir(parents=True)
     good = landing / "tx_20250101T000000Z.csv"
     good.write_text("transaction_id,amount,new_col\nT1,1.00,x\nT2,2.00,y\n")
-    (landing / "tx_20250101T010000Z.jsonl").write_text('{"transaction_id": "T3"}\n{broken\n')
+    (landing / "tx_20250101T010000Z.jsonl").write_text('{"transaction_id": "T3"}\n{broken\n{"transaction_id": "T4"}\n')  # broken mid-file
     (landing / "tx_20250101T020000Z.parquet").write_bytes(b"not parquet at all")
     (landing / "README.txt").write_text("not landing data")
     assert ingest_job.entrypoint(_args(settings)) == 0

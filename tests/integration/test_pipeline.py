@@ -69,4 +69,4 @@ def test_pipeline_stops_on_failure_and_resumes(settings: Settings, monkeypatch: 
     assert pipeline_job.entrypoint(base + ["--only", "ingest"]) == 0
     last = ledger.last_run("pipeline")
     assert last is not None and [s["stage"] for s in last.details["stages"] if s["status"] == "succeeded"] == ["ingest"]
-    assert pipeline_job.entrypoint(base + ["--skip", "nonsense"]) == 1
+    assert pipeline_job.entrypoint(base + ["--skip", "nonsense"]) == 2  # checked before anything starts

@@ -316,7 +316,7 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
     assert postgres_state(settings)["transactions"] == expected(settings)["transactions"]
 
     assert replay_job.entrypoint(args) == 3  # still down: nothing replayed, nothing lost, and the exit code says so
-    again = ledger.last_run("replay_dlq")
+    again = ledger.last_run("replay_dlq", status=("partial",))
     assert again is not None and again.status == "partial"
     assert again.counts["replayed"] == 0 and again.counts["still_failing"] == len(pending)
     assert len(ledger.dead_letters(store="vector")) == len(pending)
@@ -365,8 +365,10 @@ def test_backfill_graph_and_vectors_from_clickhouse(lake: tuple[Path, Path], tmp
 def test_killed_driver_then_rerun_is_exact(lake: tuple[Path, Path], tmp_path: Path) -> None:
     import ray
 
+    from rayapp.lease import current
+
     data, _ = lake
-    settings, args = _settings(data, tmp_path / "stores", writer_batch_rows=500)
+    settings, args = _settings(data, tmp_path / "stores", writer_batch_rows=500, lease_ttl_s=3)
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-m", "jobs.publish", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -383,7 +385,12 @@ def test_killed_driver_then_rerun_is_exact(lake: tuple[Path, Path], tmp_path: Pa
     ledger = Ledger(Lake(settings))
     assert all(store_watermark(Lake(settings), ledger, store(s)) is None for s in ("postgres", "clickhouse", "graph", "vector"))  # nothing moved
 
+    held = current(Lake(settings), "publish")  # the dead driver's lease: the re-run waits for it to expire
+    assert held is not None and not held.released
+    time.sleep(max(0.0, held.expires_at() + 0.5 - time.time()))
     _run(publish_job, args)
+    dead = ledger.get_run(held.run_id)
+    assert dead is not None and dead.status == "abandoned"
     run = ledger.last_run("publish")
     assert run is not None and run.counts["dead_letters"] == 0
     assert_stores_match(settings)

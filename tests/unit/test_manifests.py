@@ -70,7 +70,10 @@ def test_versions_auth_and_entrypoints(path: Path, doc: dict[str, Any]) -> None:
         argv = shlex.split(job["entrypoint"])
         assert argv[:2] == ["python", "-m"]
         module = importlib.import_module(argv[2])
-        assert module.JOB[0]([*argv[3:], "--help"]) == 0  # arguments the job accepts
+        module.SPEC.parser().parse_args(argv[3:])  # every argument is one the job accepts (a bad one exits 2)
+        with pytest.raises(SystemExit) as bad:
+            module.SPEC.parser().parse_args([*argv[3:], "--no-such-flag"])
+        assert bad.value.code == 2  # …and the check can fail
     if "serveConfigV2" in doc["spec"]:
         config = yaml.safe_load(doc["spec"]["serveConfigV2"])
         for app in config["applications"]:
