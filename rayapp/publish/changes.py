@@ -1,8 +1,8 @@
 """What changed since each store's watermark.
 
 A store's watermark is the ledger's watermark of stage ``publish:<store>|<url>``: it belongs to a
-store *at its URL*, so pointing a store elsewhere publishes everything there. The plan of a run
-starts from the oldest watermark of the stores it writes.
+store *at its URL*, so pointing a store elsewhere publishes everything there — and only there:
+stores with different watermarks get their own change sets.
 """
 
 from __future__ import annotations
@@ -33,18 +33,6 @@ def store_watermark(lake: Lake, ledger: Ledger, spec: StoreSpec[Any]) -> dict[st
     """Lake versions the store at its current URL has received (None: never published there)."""
     marks = ledger.watermarks(watermark_stage(spec, spec.url(lake.settings)))
     return marks or None
-
-
-def oldest(marks: list[dict[str, int] | None]) -> dict[str, int] | None:
-    """The watermark every selected store has reached (None when any store needs everything)."""
-    if not marks or any(m is None for m in marks):
-        return None
-    out: dict[str, int] = {}
-    for table in SOURCES:
-        values = [m[table] for m in marks if m is not None and table in m]
-        if len(values) == len(marks):
-            out[table] = min(values)
-    return out
 
 
 @dataclass
@@ -93,4 +81,4 @@ def rebuilt_days(lake: Lake, table: str, ch: Changes) -> list[str] | None:
     return sorted({str(d) for p, d in pairs if p not in old})
 
 
-__all__ = ["SOURCES", "GOLD_MERCHANT", "Changes", "find_changes", "oldest", "rebuilt_days", "store_watermark", "watermark_stage"]
+__all__ = ["SOURCES", "GOLD_MERCHANT", "Changes", "find_changes", "rebuilt_days", "store_watermark", "watermark_stage"]

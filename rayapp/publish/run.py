@@ -27,12 +27,13 @@ import pyarrow.parquet as pq
 from rayapp.catalog import GOLD_DATASETS, GOLD_MERCHANT, Dataset
 from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger, StageResult
-from rayapp.publish.changes import find_changes, oldest, store_watermark, watermark_stage
+from rayapp.publish.changes import Changes, find_changes, store_watermark, watermark_stage
 from rayapp.publish.embedding import send_vectors
 from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, transaction_batches
 from rayapp.publish.routing import Router
 from rayapp.publish.writers import Fanout, StoreTally, start_writers, stop_writers
 from rayapp.sinks import select, stores
+from rayapp.sinks.base import StoreSpec
 from rayapp.transforms import serving as sv
 from rayapp.urls import redact_url
 
@@ -50,49 +51,39 @@ def router_for(lake: Lake, fan: Fanout, names: list[str]) -> Router:
 
 
 def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None = None, full: bool = False) -> PublishResult:
-    """Publish lake changes to ``stores`` (default: all of them). See the module docstring."""
+    """Publish lake changes to ``stores`` (default: all of them). See the module docstring.
+
+    Stores whose watermarks differ get their own change sets: a store pointed at a new URL gets
+    the whole history while the others get only what changed since they last received data.
+    """
     settings = lake.settings
     chosen = select(stores)
     names = [s.name for s in chosen]
-    marks = [None if full else store_watermark(lake, ledger, s) for s in chosen]
-    ch = find_changes(lake, oldest(marks))
-    logger.info("publish plan: %s", ch.describe())
+    groups: dict[tuple[tuple[str, int], ...] | None, list[StoreSpec[Any]]] = {}
+    for spec in chosen:
+        mark = None if full else store_watermark(lake, ledger, spec)
+        groups.setdefault(tuple(sorted(mark.items())) if mark else None, []).append(spec)
     pools = start_writers(lake, names, run_id)
     fan = Fanout(lake, run_id, pools)
-    router = router_for(lake, fan, names)
-    risky: list[pa.Table] = []
+    plans: list[tuple[list[StoreSpec[Any]], Changes]] = []
     rows_read = 0
     try:
-        for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
-            rows_read += batch.num_rows
-            router.send(Dataset.TRANSACTIONS, batch)
-            if router.wants(Dataset.TRANSACTION_VECTORS):
-                risky.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
-        router.flush(Dataset.TRANSACTIONS)
-        for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
-            router.send(Dataset.PREDICTIONS, batch)
-        router.flush(Dataset.PREDICTIONS)
-        rebuilt_merchants = None
-        for table, dataset in GOLD_DATASETS.items():
-            needed = router.wants(dataset) or (table == GOLD_MERCHANT.name and router.wants(Dataset.MERCHANT_VECTORS))
-            rows = gold_rows(lake, table, ch) if needed else None
-            if table == GOLD_MERCHANT.name:
-                rebuilt_merchants = rows
-            if rows is not None and router.wants(dataset):
-                router.send(dataset, rows)
-                router.flush(dataset)
-        profiles = merchant_profile_rows(lake, ch, rebuilt_merchants) if router.wants(Dataset.MERCHANT_VECTORS) else None
-        send_vectors(router, profiles, risky)
+        for key, specs in groups.items():
+            ch = find_changes(lake, dict(key) if key is not None else None)
+            logger.info("publish plan for %s: %s", ", ".join(s.name for s in specs), ch.describe())
+            rows_read += _send_changes(lake, router_for(lake, fan, [s.name for s in specs]), ch)
+            plans.append((specs, ch))
         tally = fan.drain()
     finally:
         stop_writers(pools)
     dead = [d for t in tally.values() for d in t.dead_letters]
     ledger.record_dead_letters(dead)
     record_dlq_size(ledger)
-    for spec in chosen:
-        ledger.advance(watermark_stage(spec, spec.url(settings)), ch.versions, run_id)
+    for specs, ch in plans:
+        for spec in specs:
+            ledger.advance(watermark_stage(spec, spec.url(settings)), ch.versions, run_id)
     counts: dict[str, int] = {"rows_read": rows_read, "dead_letters": len(dead)}
-    details: dict[str, Any] = {"changes": ch.describe(), "stores": {}}
+    details: dict[str, Any] = {"changes": {",".join(s.name for s in specs): ch.describe() for specs, ch in plans}, "stores": {}}
     for spec in chosen:
         t = tally[spec.name]
         counts[f"{spec.name}.written"] = sum(t.written.values())
@@ -100,8 +91,37 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
         details["stores"][spec.name] = {"url": redact_url(spec.url(settings)), "written": t.written, "failed": t.failed,
                                         "errors": sorted(set(t.errors))[:5]}  # fmt: skip
     counts["rows_written"] = sum(counts[f"{n}.written"] for n in names)
-    return PublishResult(status="partial" if dead else "succeeded", counts=counts, versions_read=dict(ch.versions), details=details,
+    versions = {t: v for _, ch in plans for t, v in ch.versions.items()}
+    return PublishResult(status="partial" if dead else "succeeded", counts=counts, versions_read=versions, details=details,
                          dead_letters=dead)  # fmt: skip
+
+
+def _send_changes(lake: Lake, router: Router, ch: Changes) -> int:
+    """Route one change set to the router's stores; returns the silver rows read."""
+    settings = lake.settings
+    risky: list[pa.Table] = []
+    rows_read = 0
+    for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
+        rows_read += batch.num_rows
+        router.send(Dataset.TRANSACTIONS, batch)
+        if router.wants(Dataset.TRANSACTION_VECTORS):
+            risky.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
+    router.flush(Dataset.TRANSACTIONS)
+    for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
+        router.send(Dataset.PREDICTIONS, batch)
+    router.flush(Dataset.PREDICTIONS)
+    rebuilt_merchants = None
+    for table, dataset in GOLD_DATASETS.items():
+        needed = router.wants(dataset) or (table == GOLD_MERCHANT.name and router.wants(Dataset.MERCHANT_VECTORS))
+        rows = gold_rows(lake, table, ch) if needed else None
+        if table == GOLD_MERCHANT.name:
+            rebuilt_merchants = rows
+        if rows is not None and router.wants(dataset):
+            router.send(dataset, rows)
+            router.flush(dataset)
+    profiles = merchant_profile_rows(lake, ch, rebuilt_merchants) if router.wants(Dataset.MERCHANT_VECTORS) else None
+    send_vectors(router, profiles, risky)
+    return rows_read
 
 
 def record_dlq_size(ledger: Ledger) -> None:

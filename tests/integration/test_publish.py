@@ -221,6 +221,22 @@ def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_p
     assert_stores_match(settings)
 
 
+def test_a_store_pointed_elsewhere_gets_everything_and_the_others_nothing(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores")
+    _run(publish_job, args)
+    first = Ledger(Lake(settings)).last_run("publish")
+    assert first is not None
+    moved, moved_args = _settings(data, tmp_path / "stores", clickhouse_url=f"chdb://{tmp_path / 'ch-new'}")
+    _run(publish_job, moved_args)
+    run = Ledger(Lake(moved)).last_run("publish")
+    assert run is not None and run.run_id != first.run_id
+    assert run.counts["clickhouse.written"] == first.counts["clickhouse.written"]  # the whole history, to the new place
+    assert [run.counts[f"{s}.written"] for s in ("postgres", "graph", "vector")] == [0, 0, 0]  # the others had it all
+    assert run.counts["rows_read"] == first.counts["rows_read"]  # silver was read once, for the moved store
+    assert clickhouse_state(moved) == clickhouse_state(settings)
+
+
 def _writer_pids() -> list[int]:
     """Writer actors of this test session's Ray instance only (its raylet is a child of this process)."""
     import psutil
