@@ -154,6 +154,17 @@ class Lake(Storage):
         dt.update_incremental()
         return dt.version()
 
+    @staticmethod
+    def add_action(path: str, size: int, rows: int, partition_values: dict[str, str] | None = None) -> Any:
+        """The Delta ``AddAction`` of a Parquet file written under a table (``path`` relative to its root)."""
+        import json
+        import time
+
+        from deltalake.transaction import AddAction
+
+        return AddAction(path=path, size=size, partition_values=partition_values or {}, modification_time=int(time.time() * 1000),
+                         data_change=True, stats=json.dumps({"numRecords": rows}))  # fmt: skip
+
     def merge(self, table: TableDef, source: Any, predicate: str, metadata: Mapping[str, str]) -> Any:
         """A delta-rs ``TableMerger`` (``s`` source, ``t`` target) on ``table``, created if missing."""
         from deltalake import CommitProperties

@@ -7,10 +7,8 @@ either entirely in the table or not at all.
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -63,7 +61,6 @@ class DeltaAppendSink(Datasink):
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> DeltaWriteResult:
         import pyarrow.dataset as pds
-        from deltalake.transaction import AddAction
         from ray.data.block import BlockAccessor
 
         uri = self.lake.uri(self.table)
@@ -78,12 +75,10 @@ class DeltaAppendSink(Datasink):
                 continue
             data = data.select(schema.names).cast(schema)
             written: list[Any] = []
-            mtime = int(time.time() * 1000)
 
-            def _visit(wf: Any, _written: list[Any] = written, _mtime: int = mtime) -> None:
+            def _visit(wf: Any, _written: list[Any] = written) -> None:
                 rel = posixpath.relpath(wf.path.lstrip("/"), root.lstrip("/"))
-                _written.append(AddAction(path=rel, size=wf.size, partition_values={}, modification_time=_mtime, data_change=True,
-                                          stats=json.dumps({"numRecords": wf.metadata.num_rows})))  # fmt: skip
+                _written.append(Lake.add_action(rel, wf.size, wf.metadata.num_rows))
 
             pds.write_dataset(
                 data, base_dir=root, filesystem=fs, format="parquet",

@@ -9,11 +9,9 @@ the stage's watermark.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import posixpath
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -99,7 +97,6 @@ def aggregate_dates(batch: pa.Table, *, lake: Lake, version: int, write_id: str)
 def silver_to_gold(lake: Lake, ledger: Ledger, run_id: str, *, full_refresh: bool = False) -> GoldResult:
     """Recompute gold for the dates touched since the last gold run (all dates with ``full_refresh``)."""
     import ray
-    from deltalake.transaction import AddAction
 
     version = lake.version(SILVER)
     if version is None:
@@ -122,16 +119,11 @@ def silver_to_gold(lake: Lake, ledger: Ledger, run_id: str, *, full_refresh: boo
         aggregate_dates, batch_size=chunk, batch_format="pyarrow", fn_kwargs={"lake": lake, "version": version, "write_id": write_id},
     ).take_all()  # fmt: skip
     rows = {"account": 0, "merchant": 0}
-    now_ms = int(time.time() * 1000)
     day_list = [d.isoformat() for d in days]
     metadata = {"rayapp.run_id": run_id, "rayapp.silver_version": str(version)}
     for key, table in TARGETS.items():
         mine = [f for f in files if f["table"] == key]
-        actions = [
-            AddAction(path=f["path"], size=f["size"], partition_values={"activity_date": f["day"]}, modification_time=now_ms,
-                      data_change=True, stats=json.dumps({"numRecords": f["rows"]}))
-            for f in mine
-        ]  # fmt: skip
+        actions = [Lake.add_action(f["path"], f["size"], f["rows"], {"activity_date": f["day"]}) for f in mine]
         rows[key] = sum(f["rows"] for f in mine)
         result.versions_written[table.name] = lake.commit(table, actions, metadata, replace_partitions=day_list)
     result.counts = {
