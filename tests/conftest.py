@@ -69,40 +69,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[dict[str, str]]:
-    """moto's S3 server on 127.0.0.1 (a stand-in for MinIO), in its own process.
+    """moto's S3 server on 127.0.0.1 (a stand-in for MinIO), in its own process, on a port it picks."""
+    from tests.servers import start_reporting_port, stop
 
-    Not ThreadedMotoServer: delta-rs calls that keep the GIL would starve an in-process server.
-    """
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except Exception:  # noqa: BLE001
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
+    proc, port = start_reporting_port("tests.fakes.moto_s3")
     yield {
-        "s3_endpoint_url": url,
+        "s3_endpoint_url": f"http://127.0.0.1:{port}",
         "s3_access_key_id": "testing",
         "s3_secret_access_key": "testing-secret",
         "s3_region": "us-east-1",
     }
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ and enforces the documented limits so batching bugs fail tests: ≤ 1000 vectors
 upsert, ≤ 40 KB metadata per vector, no null metadata values, ids ≤ 512 characters, ≤ 1000 ids
 per fetch/delete, the index dimension, and the ``Api-Key`` header.
 
-Run: ``python -m tests.fakes.pinecone_server --port 5081 --dimension 384 --api-key k``.
+Run: ``python -m tests.fakes.pinecone_server [--port 0] [--down] --dimension 384 --api-key k``; it prints
+``PORT <n>`` once it listens.
 ``GET /_fake/stats`` reports what it received (requests, largest upsert) for assertions.
 """
 
@@ -141,7 +142,10 @@ class Index:
         }
 
 
-def make_handler(index: Index, api_key: str) -> type[BaseHTTPRequestHandler]:
+def make_handler(index: Index, api_key: str, state: dict[str, bool] | None = None) -> type[BaseHTTPRequestHandler]:
+    """``state["up"]`` False makes the data plane answer 503 (an outage) until ``POST /_fake/up``."""
+    state = state if state is not None else {"up": True}
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -163,6 +167,14 @@ def make_handler(index: Index, api_key: str) -> type[BaseHTTPRequestHandler]:
             try:
                 if parts.path == "/_fake/stats":
                     self._send(200, dict(index.stats))
+                    return
+                if parts.path in ("/_fake/up", "/_fake/down"):
+                    state["up"] = parts.path == "/_fake/up"
+                    self._send(200, {"up": state["up"]})
+                    return
+                if not state["up"]:
+                    index.stats["unavailable"] = index.stats.get("unavailable", 0) + 1
+                    self._send(503, {"code": 14, "message": "service unavailable", "details": []})
                     return
                 index.stats["requests"] += 1
                 if self.headers.get("Api-Key") != api_key:
@@ -202,11 +214,13 @@ def make_handler(index: Index, api_key: str) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int, default=0, help="0 (default): a port the OS picks")
     p.add_argument("--dimension", type=int, default=384)
     p.add_argument("--api-key", default="test-key")
+    p.add_argument("--down", action="store_true", help="start in an outage (503) until POST /_fake/up")
     a = p.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(Index(a.dimension), a.api_key))
+    server = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(Index(a.dimension), a.api_key, {"up": not a.down}))
+    print(f"PORT {server.server_address[1]}", flush=True)  # the port it listens on: no port chosen in advance
     server.serve_forever()
 
 

@@ -31,7 +31,6 @@ from rayapp.lake import Lake
 from rayapp.ledger import Ledger
 from rayapp.settings import Settings, load_settings
 from rayapp.sinks import store
-from tests.conftest import _free_port
 from tests.integration.test_sinks import ladybug_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
@@ -293,31 +292,14 @@ def test_killed_writer_actors_lose_nothing(lake: tuple[Path, Path], tmp_path: Pa
     assert_stores_match(settings)
 
 
-@pytest.fixture
-def pinecone_port() -> int:
-    return _free_port()
-
-
-def _start_pinecone(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.pinecone_server", "--port", str(port), "--api-key", "k"],
-                            cwd=str(Path(__file__).resolve().parents[2]))  # fmt: skip
-    deadline = time.time() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_fake/stats", timeout=1)
-            return proc
-        except Exception:  # noqa: BLE001
-            if time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("pinecone fake did not start") from None
-            time.sleep(0.1)
-
-
-def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: Path, pinecone_port: int) -> None:
+def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: Path) -> None:
     from pinecone import Pinecone
 
+    from tests.servers import start_reporting_port, stop
+
     data, _ = lake
-    host = f"http://127.0.0.1:{pinecone_port}"
+    proc, port = start_reporting_port("tests.fakes.pinecone_server", "--api-key", "k", "--down")  # an outage: 503s
+    host = f"http://127.0.0.1:{port}"
     settings, args = _settings(data, tmp_path / "stores", vector_url="pinecone://fraud", pinecone_api_key="k", pinecone_host=host,
                                writer_retries=2, writer_batch_rows=400)  # fmt: skip
     # The Pinecone data plane is down: publish still succeeds for the other stores, and says it was partial.
@@ -338,7 +320,7 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
     assert len(ledger.dead_letters(store="vector")) == len(pending)
     assert replay_job.entrypoint(args + ["--allow-partial"]) == 0  # the operator's opt-out
 
-    proc = _start_pinecone(pinecone_port)
+    urllib.request.urlopen(urllib.request.Request(f"{host}/_fake/up", method="POST"), timeout=10)  # the store is back
     try:
         assert replay_job.entrypoint(args + ["--store", "vector"]) == 0
         replayed = ledger.last_run("replay_dlq")
@@ -356,8 +338,7 @@ def test_store_down_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: 
         last = ledger.last_run("publish")
         assert last is not None and last.counts["vector.written"] == 0 and last.status == "succeeded"
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
 
 
 def test_backfill_graph_and_vectors_from_clickhouse(lake: tuple[Path, Path], tmp_path: Path) -> None:

@@ -3,9 +3,6 @@ deletes and limits behave, and the Neo4j backend's Cypher runs on Ladybug throug
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -18,7 +15,6 @@ import pytest
 from rayapp.settings import load_settings
 from rayapp.catalog import Dataset, dataset_schema
 from rayapp.sinks import store
-from tests.conftest import _free_port
 
 pytestmark = pytest.mark.integration
 
@@ -294,23 +290,11 @@ def test_lancedb_vectors_upsert_versioned_and_delete(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pinecone_server() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.pinecone_server", "--port", str(port), "--api-key", "test-key"],
-                            cwd=str(Path(__file__).resolve().parents[2]))  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/_fake/stats", timeout=1)
-            break
-        except Exception:  # noqa: BLE001
-            if time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("pinecone fake did not start") from None
-            time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    from tests.servers import start_reporting_port, stop
+
+    proc, port = start_reporting_port("tests.fakes.pinecone_server", "--api-key", "test-key")
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
 
 
 def test_pinecone_requests_stay_within_documented_limits(pinecone_server: str) -> None:
