@@ -21,7 +21,7 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, NoReturn
 
 from rayapp.errors import ConfigError, RayappError
 from rayapp.jobrun import EXIT_OK, EXIT_USAGE, JobContext, JobResult, fail, run_job
@@ -66,15 +66,13 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def settings_from_args(args: argparse.Namespace, extra: Mapping[str, Any] | None = None) -> Settings:
-    """Settings from the settings options of ``args`` (``--config``, ``--set``, ``--data-dir``,
-    ``--lake-uri``) plus ``extra`` overrides."""
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the settings options of ``args`` (``--config``, ``--set``, ``--data-dir``, ``--lake-uri``)."""
     overrides: dict[str, Any] = parse_overrides(getattr(args, "overrides", None) or [])
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     if getattr(args, "lake_uri", None):
         overrides["lake_uri"] = args.lake_uri
-    overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
     return load_settings(getattr(args, "config", None), overrides)
 
 

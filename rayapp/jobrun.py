@@ -70,8 +70,6 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-
-
 def run_job(job: Job, settings: Settings, args: argparse.Namespace, *, parent_run_id: str | None, debug: bool) -> int:
     """Run ``job`` once (see the module docstring); returns its exit code."""
     logs.configure(settings.log_format.value, "DEBUG" if debug else settings.log_level)

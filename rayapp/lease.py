@@ -30,7 +30,6 @@ from rayapp.lake import Lake
 logger = logging.getLogger(__name__)
 
 
-
 class LeaseBusy(RayappError):
     """Another live run holds the stage's lease."""
 

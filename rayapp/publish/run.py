@@ -82,15 +82,12 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
     for specs, ch in plans:
         for spec in specs:
             ledger.advance(watermark_stage(spec, spec.url(settings)), ch.versions, run_id)
-    counts: dict[str, int] = {"rows_read": rows_read, "dead_letters": len(dead)}
+    counts: dict[str, int] = {"rows_read": rows_read, "dead_letters": len(dead), **tally_counts(tally)}
     details: dict[str, Any] = {"changes": {",".join(s.name for s in specs): ch.describe() for specs, ch in plans}, "stores": {}}
     for spec in chosen:
         t = tally[spec.name]
-        counts[f"{spec.name}.written"] = sum(t.written.values())
-        counts[f"{spec.name}.failed"] = sum(t.failed.values())
         details["stores"][spec.name] = {"url": redact_url(spec.url(settings)), "written": t.written, "failed": t.failed,
                                         "errors": sorted(set(t.errors))[:5]}  # fmt: skip
-    counts["rows_written"] = sum(counts[f"{n}.written"] for n in names)
     versions = {t: v for _, ch in plans for t, v in ch.versions.items()}
     return PublishResult(status="partial" if dead else "succeeded", counts=counts, versions_read=versions, details=details,
                          dead_letters=dead)  # fmt: skip

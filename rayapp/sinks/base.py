@@ -83,13 +83,14 @@ class StoreSink(ABC, Generic[O]):
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Options of a store that needs only its batch size (``RAYAPP_WRITER_BATCH_ROWS``)."""
+    """Options of a store that needs only its batch size."""
 
     batch_rows: int = 50_000
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "BatchOptions":
-        return cls(batch_rows=settings.writer_batch_rows)
+    def from_settings(cls, settings: Settings, field: str = "writer_batch_rows") -> "BatchOptions":
+        """The batch size from Settings ``field`` (``RAYAPP_WRITER_BATCH_ROWS`` unless a store names another)."""
+        return cls(batch_rows=int(getattr(settings, field)))
 
 
 @dataclass(frozen=True)

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayapp.catalog import UTC_US, Dataset
-from rayapp.sinks.base import SinkError, StoreSink, StoreSpec, conform
+from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, conform
 from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
 from rayapp.transforms.serving import first_of_runs
 from rayapp.urls import url_path
-
-if TYPE_CHECKING:
-    from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -177,17 +175,7 @@ def write_graph(tx: Any, rows: GraphRows) -> None:
         tx.run(MERGE_USED, tx.records(plan_used(rows.used, held)))
 
 
-@dataclass(frozen=True)
-class GraphOptions:
-    #: Transactions per graph write transaction (Ladybug's commit cost grows with the graph: fewer, larger ones).
-    batch_rows: int = 100_000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "GraphOptions":
-        return cls(batch_rows=settings.graph_batch_rows)
-
-
-class GraphSink(StoreSink[GraphOptions]):
+class GraphSink(StoreSink[BatchOptions]):
     """Accounts, merchants and devices as nodes; payments and device use as relationships."""
 
     datasets = (Dataset.TRANSACTIONS,)
@@ -232,5 +220,7 @@ class GraphSink(StoreSink[GraphOptions]):
 STORE = StoreSpec(
     name="graph", setting="graph_url", schemes=("ladybug", "neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"),
     embedded_schemes=("ladybug",), default_dir="graph", datasets=GraphSink.datasets, sink=GraphSink,
-    options=GraphOptions.from_settings, order=30,
+    # Transactions per graph write transaction come from RAYAPP_GRAPH_BATCH_ROWS: Ladybug's commit
+    # cost grows with the graph, so it takes fewer, larger writes than the other stores.
+    options=partial(BatchOptions.from_settings, field="graph_batch_rows"), order=30,
 )  # fmt: skip
