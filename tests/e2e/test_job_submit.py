@@ -80,11 +80,16 @@ def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> No
     )
     runtime_env = {"working_dir": str(REPO), "excludes": ["data/", ".venv/", ".git/", "*.egg-info/"],
                    "env_vars": {"RAYAPP_DATA_DIR": cluster["data"], "RAYAPP_LOG_FORMAT": "json"}}  # fmt: skip
-    submit = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster["dashboard"], "--no-wait",
-         "--runtime-env-json", json.dumps(runtime_env), "--", "bash", "-c", entry],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    deadline = time.time() + 120
+    while True:  # a fresh head's job agent may not be up yet: Ray answers "No available agent … try again later"
+        submit = subprocess.run(
+            [RAY, "job", "submit", "--address", cluster["dashboard"], "--no-wait",
+             "--runtime-env-json", json.dumps(runtime_env), "--", "bash", "-c", entry],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if submit.returncode == 0 or "No available agent" not in submit.stderr or time.time() > deadline:
+            break
+        time.sleep(3)
     assert submit.returncode == 0, submit.stderr[-3000:]
     found = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr)
     assert found, submit.stdout[-2000:]
