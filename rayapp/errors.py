@@ -17,3 +17,7 @@ class LakeUnreachableError(RayappError):
 
 class FileRejectedError(RayappError):
     """A landing file that cannot be parsed at all."""
+
+
+class PortInUseError(RayappError):
+    """A port this run must listen on is held by another process."""

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from rayapp.errors import PortInUseError
 from rayapp.lake import Lake
 from rayapp.model_store import LakeModelLoader, load_embedder
 from rayapp.models.scoring import InvalidTransactions, OnlineScorer, records_to_rows, score_table
@@ -205,6 +206,20 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     return Api.bind(scorer, embedder)
 
 
+def _start_proxy(port: int) -> None:
+    """Start Serve's HTTP proxy on 127.0.0.1:port; a port another process holds is a clear error, not a hang."""
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the proxy's bind failure in a RayTaskError
+        if "Failed to bind" not in str(exc):
+            raise
+        serve.shutdown()
+        raise PortInUseError(
+            f"Serve cannot listen on 127.0.0.1:{port}: another process holds the port "
+            "(choose another with `rayapp serve --port N` or RAYAPP_SERVE_PORT)"
+        ) from None
+
+
 def deploy(settings: Settings, model_version: Optional[str] = None) -> str:
     """Run the application on the connected cluster unless it already runs; returns the served model version.
 
@@ -213,7 +228,7 @@ def deploy(settings: Settings, model_version: Optional[str] = None) -> str:
     """
     args = {"settings": settings, "model_version": model_version or "latest"}
     if not serve_app_running():
-        serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})
+        _start_proxy(settings.serve_port)
         serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     handle: Any = deployment(SCORER)
     served = handle.describe.remote().result()["model_version"]

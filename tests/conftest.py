@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -18,6 +18,7 @@ for _k in list(os.environ):
 os.environ.pop("RAY_ADDRESS", None)
 
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,9 +63,24 @@ def settings(tmp_path: Path) -> Any:
 
 
 def _free_port() -> int:
+    """A port the OS reports free now; another process may take it before we bind: use ``on_a_free_port``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def on_a_free_port(start: Callable[[int], T], attempts: int = 5) -> T:
+    """``start(port)`` on a port the OS just reported free; when another process took the port first
+    (``start`` raises PortInUseError), try a fresh port instead of failing the test."""
+    from rayapp.errors import PortInUseError
+
+    for attempt in range(attempts):
+        try:
+            return start(_free_port())
+        except PortInUseError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")

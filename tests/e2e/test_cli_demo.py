@@ -9,23 +9,38 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, _free_port
+from rayapp.errors import PortInUseError
+from tests.conftest import REPO, on_a_free_port
 
 pytestmark = pytest.mark.e2e
 
 
-def _rayapp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _rayapp(*args: str, cwd: Path, serve_port: int = 8000) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAYAPP_", "RAY_ADDRESS"))}
     env["RAYAPP_RAY_NUM_CPUS"] = "2"
-    env["RAYAPP_SERVE_PORT"] = str(_free_port())
+    env["RAYAPP_SERVE_PORT"] = str(serve_port)
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "rayapp.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 
+def _demo(base: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`rayapp demo` in a fresh folder; when another process took its Serve port first, again on another port."""
+
+    def attempt(port: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        cwd = base / f"demo-{port}"
+        cwd.mkdir()
+        done = _rayapp("demo", "--rows", "20000", "--files", "3", cwd=cwd, serve_port=port)
+        if done.returncode != 0 and "another process holds the port" in done.stderr:
+            raise PortInUseError(done.stderr[-500:])
+        return cwd, done
+
+    return on_a_free_port(attempt)
+
+
 def test_demo_then_runs(tmp_path: Path) -> None:
-    demo = _rayapp("demo", "--rows", "20000", "--files", "3", cwd=tmp_path)
+    tmp_path, demo = _demo(tmp_path)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "generated 20000 rows in 3 file(s)" in demo.stdout
     assert "20000 rows appended to bronze" in demo.stdout

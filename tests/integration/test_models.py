@@ -23,7 +23,7 @@ from rayapp.serving import APP_NAME
 from rayapp.catalog import SILVER
 from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
-from tests.conftest import _free_port
+from tests.conftest import on_a_free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 
@@ -31,18 +31,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 @pytest.fixture(scope="module")
 def lake_with_model(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Settings:
     data = tmp_path_factory.mktemp("models") / "data"
-    port = _free_port()
-    settings = load_settings(overrides={"data_dir": str(data), "serve_port": port})
-    args = ["--data-dir", str(data), "--set", f"serve_port={port}"]
+    args = ["--data-dir", str(data)]
     assert generate_job.entrypoint(args + ["--rows", "60000", "--files", "3", "--seed", "5"]) == 0
     assert ingest_job.entrypoint(args) == 0
     assert b2s_job.entrypoint(args) == 0
     assert train_job.entrypoint(args) == 0
-    return settings
+    return load_settings(overrides={"data_dir": str(data)})
 
 
 def _args(s: Settings, *extra: str) -> list[str]:
-    return ["--data-dir", str(s.data_dir), "--set", f"serve_port={s.serve_port}", *extra]
+    return ["--data-dir", str(s.data_dir), *extra]
 
 
 def test_training_learns_fraud(lake_with_model: Settings) -> None:
@@ -59,13 +57,37 @@ def test_training_learns_fraud(lake_with_model: Settings) -> None:
     assert not {"status", "is_fraud", "updated_at"} & set(saved["features"])  # known only after the payment
 
 
+def test_serve_on_a_taken_port_says_so(lake_with_model: Settings) -> None:
+    import socket
+
+    from rayapp.errors import PortInUseError
+    from rayapp.serving import serve_app_running
+    from serve.app import deploy
+
+    assert not serve_app_running()
+    with socket.socket() as held:  # another process's server on the port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port}: another process holds the port"):
+            deploy(lake_with_model.model_copy(update={"serve_port": port}))
+    assert not serve_app_running()  # nothing half-started is left behind
+
+
 @pytest.fixture(scope="module")
 def served(lake_with_model: Settings) -> Iterator[str]:
-    """Batch-score through Serve (which deploys the app), then hand the HTTP base URL to the tests."""
+    """Batch-score through the Serve app, then hand the HTTP base URL to the tests."""
     from ray import serve
 
+    from serve.app import deploy
+
+    def start(port: int) -> int:
+        deploy(lake_with_model.model_copy(update={"serve_port": port}))
+        return port
+
+    port = on_a_free_port(start)  # the app on a port no other process holds; score_transactions then uses it
     assert score_job.entrypoint(_args(lake_with_model)) == 0
-    yield f"http://127.0.0.1:{lake_with_model.serve_port}"
+    yield f"http://127.0.0.1:{port}"
     serve.delete(APP_NAME)
     serve.shutdown()
 
@@ -189,7 +211,7 @@ def test_overrides_given_to_rayapp_serve_reach_the_replica(served: str, lake_wit
 
     serve.delete(APP_NAME)  # deploy afresh, from the CLI
     elsewhere = lake_with_model.data_dir / "clickhouse-elsewhere"
-    code = main([*_args(lake_with_model), "--set", f"clickhouse_url=chdb://{elsewhere}", "--set", "s3_endpoint_url=http://127.0.0.1:9",
+    code = main([*_args(lake_with_model), "--set", f"serve_port={served.rsplit(':', 1)[1]}", "--set", f"clickhouse_url=chdb://{elsewhere}", "--set", "s3_endpoint_url=http://127.0.0.1:9",
                  "--set", "pinecone_api_key=pc-secret", "serve", "--detach"])  # fmt: skip
     assert code == 0
     seen = deployment(SCORER).settings_view.remote().result()  # type: ignore[attr-defined]

@@ -193,7 +193,9 @@ def assert_stores_match(settings: Settings) -> None:
 
 
 def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_path: Path) -> None:
-    data, later = lake
+    module_data, later = lake
+    data = tmp_path / "data"  # this test grows its lake: a copy, so the module's lake stays as every test found it
+    shutil.copytree(module_data, data)
     settings, args = _settings(data, tmp_path / "stores")
     _run(publish_job, args)
     run = Ledger(Lake(settings)).last_run("publish")
@@ -208,10 +210,9 @@ def test_publish_exact_idempotent_and_incremental(lake: tuple[Path, Path], tmp_p
     assert all(again.counts[f"{s}.written"] == 0 for s in ("postgres", "clickhouse", "graph", "vector"))
     assert_stores_match(settings)
 
-    landing = data / "lake" / "landing"
-    for f in later.iterdir():  # the rest of the files: new transactions and newer versions of old ones
-        shutil.copy(f, landing / f.name)
-    _refresh_lake(["--data-dir", str(data)])
+    landing = tmp_path / "landing"  # the copy's own landing zone, holding the rest of the files: new transactions and
+    shutil.copytree(later, landing)  # newer versions of old ones (the first two were ingested from the module's)
+    _refresh_lake(["--data-dir", str(data), "--set", f"landing_uri={landing}"])
     _run(publish_job, args)
     inc = Ledger(Lake(settings)).last_run("publish")
     assert inc is not None
