@@ -230,13 +230,17 @@ _PREDICTION_FIELDS = [
     pa.field("is_fraud_pred", pa.bool_()),
     pa.field("scored_at", UTC_US),
 ]
+#: True on a tombstone: the row left the lake at ``_version``; only its key (and, for transactions,
+#: the account, merchant and device it hung on) is set. Stores delete older versions and keep the
+#: tombstone, so an older upsert replayed later cannot bring the row back.
+DELETED = pa.field("_deleted", pa.bool_())
 DATASET_SCHEMAS: Mapping[Dataset, pa.Schema] = MappingProxyType(
     {
         # silver's business columns, its change time and the latest prediction; _version orders versions.
-        Dataset.TRANSACTIONS: pa.schema([*BUSINESS_FIELDS, pa.field("_updated_at", UTC_US), *_PREDICTION_FIELDS, pa.field("_version", UTC_US)]),
-        Dataset.PREDICTIONS: pa.schema([pa.field("transaction_id", pa.string()), *_PREDICTION_FIELDS, pa.field("_version", UTC_US)]),
-        Dataset.DAILY_ACCOUNT_ACTIVITY: pa.schema([*DAILY_ACCOUNT_SCHEMA, pa.field("_version", pa.int64())]),
-        Dataset.MERCHANT_DAILY_STATS: pa.schema([*MERCHANT_DAILY_SCHEMA, pa.field("_version", pa.int64())]),
+        Dataset.TRANSACTIONS: pa.schema([*BUSINESS_FIELDS, pa.field("_updated_at", UTC_US), *_PREDICTION_FIELDS, pa.field("_version", UTC_US), DELETED]),
+        Dataset.PREDICTIONS: pa.schema([pa.field("transaction_id", pa.string()), *_PREDICTION_FIELDS, pa.field("_version", UTC_US), DELETED]),
+        Dataset.DAILY_ACCOUNT_ACTIVITY: pa.schema([*DAILY_ACCOUNT_SCHEMA, pa.field("_version", pa.int64()), DELETED]),
+        Dataset.MERCHANT_DAILY_STATS: pa.schema([*MERCHANT_DAILY_SCHEMA, pa.field("_version", pa.int64()), DELETED]),
         Dataset.MERCHANT_VECTORS: pa.schema(
             [
                 pa.field("id", pa.string()),
@@ -251,7 +255,8 @@ DATASET_SCHEMAS: Mapping[Dataset, pa.Schema] = MappingProxyType(
                 pa.field("_version", pa.int64()),
             ]
         ),
-        # rows whose vector is null fell below the score threshold: the store deletes them.
+        # rows whose vector is null fell below the score threshold or left the lake: the store deletes
+        # the versions older than theirs (for both vector datasets).
         Dataset.TRANSACTION_VECTORS: pa.schema(
             [
                 pa.field("id", pa.string()),

@@ -175,12 +175,14 @@ class Lake(Storage):
         )  # fmt: skip
 
     def changes(self, table: TableLike, since: int, until: int, columns: list[str]) -> pa.Table | None:
-        """Rows of the change data feed for versions ``(since, until]`` (``_change_type`` included,
-        strings as ``string``); None when the table is written without the feed."""
+        """Rows of the change data feed for versions ``(since, until]`` (with ``_change_type``,
+        ``_commit_version`` and ``_commit_timestamp``; strings as ``string``); None when the table
+        is written without the feed."""
         dt = self.open(table, until)
         if dt.metadata().configuration.get("delta.enableChangeDataFeed") != "true":
             return None
-        cdf = pa.table(dt.load_cdf(starting_version=since + 1, ending_version=until, columns=[*columns, "_change_type"]))
+        cdf = pa.table(dt.load_cdf(starting_version=since + 1, ending_version=until,
+                                   columns=[*columns, "_change_type", "_commit_version", "_commit_timestamp"]))  # fmt: skip
         # delta-rs hands the feed over as string_view, which few Arrow kernels take.
         return cdf.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f for f in cdf.schema]))
 
@@ -198,3 +200,28 @@ class Lake(Storage):
             return None
         keep = pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage"]))
         return pc.unique(cdf[column].cast(pa.string()).filter(keep))
+
+    def deleted_rows(self, table: TableLike, since: int | None, until: int, keys: list[str], columns: list[str]) -> pa.Table | None:
+        """Rows deleted after version ``since`` up to ``until`` and not inserted again since: their
+        ``keys`` and ``columns`` as they were, and ``_deleted_at`` (the deleting commit's time).
+        None when deletes cannot be known (no ``since``, or no change feed)."""
+        import pyarrow.compute as pc
+
+        if since is None:
+            return None
+        if since >= until:
+            return pa.table({})
+        cdf = self.changes(table, since, until, list(dict.fromkeys([*keys, *columns])))
+        if cdf is None:
+            return None
+        cdf = cdf.filter(pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage", "delete"])))
+        # The last change of each key in the range decides: a delete then a re-insert is a live row.
+        order = [(k, "ascending") for k in keys] + [("_commit_version", "descending"), ("_change_type", "ascending")]
+        ranked = cdf.sort_by(order)
+        key = pc.binary_join_element_wise(*[pc.cast(ranked[k], pa.string()) for k in keys], "\x1f") if len(keys) > 1 else ranked[keys[0]]
+        from rayapp.transforms.serving import first_of_runs
+
+        last = ranked.filter(first_of_runs(key))
+        gone = last.filter(pc.equal(last["_change_type"], "delete"))
+        stamp = pc.cast(pc.cast(gone["_commit_timestamp"], pa.timestamp("us")), pa.timestamp("us", tz="UTC"))
+        return gone.select(list(dict.fromkeys([*keys, *columns]))).append_column("_deleted_at", stamp)

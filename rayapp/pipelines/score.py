@@ -78,8 +78,12 @@ def score_transactions(
     ids = lake.changed_keys(SILVER, since, silver_version)
     result = ScoreResult(model_version=model.version, silver_version=silver_version, versions_read={SILVER.name: silver_version},
                          details={"model_version": model.version, "mode": mode, "full": full})  # fmt: skip
+    withdrawn = _withdraw_predictions(lake, since, silver_version, run_id)
     if ids is not None and len(ids) == 0:
-        result.counts = {"rows_scored": 0, "inserted": 0, "updated": 0, "unchanged": 0}
+        result.counts = {"rows_scored": 0, "inserted": 0, "updated": 0, "unchanged": 0, "withdrawn": withdrawn}
+        result.predictions_version = lake.version(PREDICTIONS)
+        if withdrawn and result.predictions_version is not None:
+            result.versions_written = {PREDICTIONS.name: result.predictions_version}
         ledger.advance(STAGE, result.versions_read, run_id)
         return result
     from ray.data import ActorPoolStrategy
@@ -109,12 +113,39 @@ def score_transactions(
         "updated": metrics["num_target_rows_updated"],
         "unchanged": metrics["num_source_rows"] - metrics["num_target_rows_inserted"] - metrics["num_target_rows_updated"],
         "rows_written": metrics["num_target_rows_inserted"] + metrics["num_target_rows_updated"],
+        "withdrawn": withdrawn,
     }
     result.predictions_version = lake.version(PREDICTIONS)
     if result.predictions_version is not None:
         result.versions_written = {PREDICTIONS.name: result.predictions_version}
     ledger.advance(STAGE, result.versions_read, run_id)
     return result
+
+
+def _withdraw_predictions(lake: Lake, since: int | None, silver_version: int, run_id: str) -> int:
+    """Delete the predictions of transactions that left silver (``bronze_to_silver --full-refresh``
+    removes keys) in one commit; their deletes reach the stores through the change feed.
+    Since the watermark that is the feed's deletes; without one, every prediction whose
+    transaction silver does not hold. Returns the predictions deleted."""
+    if not lake.exists(PREDICTIONS):
+        return 0
+    gone = lake.deleted_rows(SILVER, since, silver_version, ["transaction_id"], [])
+    if gone is None:
+        silver_ids = lake.read(SILVER, columns=["transaction_id"], version=silver_version)["transaction_id"]
+        held = pc.unique(lake.read(PREDICTIONS, columns=["transaction_id"])["transaction_id"])
+        ids = held.filter(pc.invert(pc.is_in(held, silver_ids)))
+    else:
+        ids = gone["transaction_id"] if gone.num_rows else pa.array([], pa.string())
+    if len(ids) == 0:
+        return 0
+    metrics = (
+        lake.merge(PREDICTIONS, pa.table({"transaction_id": ids.cast(pa.string())}), "t.transaction_id = s.transaction_id",
+                   {"rayapp.run_id": run_id, "rayapp.operation": "withdraw"})  # fmt: skip
+        .when_matched_delete()
+        .execute()
+    )
+    logger.info("withdrew %d predictions of %d transactions no longer in silver", metrics["num_target_rows_deleted"], len(ids))
+    return int(metrics["num_target_rows_deleted"])
 
 
 def _with_meta(scored: Any, run_id: str, now: datetime) -> Iterator[pa.RecordBatch]:

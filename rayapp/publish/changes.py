@@ -41,6 +41,9 @@ class Changes:
     since: dict[str, int] | None
     transaction_ids: pa.Array | None = None  # None: every transaction
     prediction_ids: pa.Array | None = None
+    # Rows that left the lake since the watermark (with ``_deleted_at``); None: nothing to delete.
+    deleted_transactions: pa.Table | None = None  # transaction_id, account_id, merchant_id, device_id
+    deleted_predictions: pa.Table | None = None  # transaction_id, model_version
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -48,7 +51,13 @@ class Changes:
             "versions": self.versions,
             "transactions": "all" if self.transaction_ids is None else len(self.transaction_ids),
             "predictions": "all" if self.prediction_ids is None else len(self.prediction_ids),
+            "deleted_transactions": _rows(self.deleted_transactions),
+            "deleted_predictions": _rows(self.deleted_predictions),
         }
+
+
+def _rows(t: pa.Table | None) -> int:
+    return 0 if t is None else t.num_rows
 
 
 def find_changes(lake: Lake, since: dict[str, int] | None) -> Changes:
@@ -61,14 +70,31 @@ def find_changes(lake: Lake, since: dict[str, int] | None) -> Changes:
     if since is None or SILVER.name not in since:
         return ch
     silver_ids = lake.changed_keys(SILVER, since.get(SILVER.name), versions[SILVER.name])
+    ch.deleted_transactions = lake.deleted_rows(SILVER, since.get(SILVER.name), versions[SILVER.name], ["transaction_id"],
+                                                ["account_id", "merchant_id", "device_id"])  # fmt: skip
     pred_ids: pa.Array | None = pa.array([], pa.string())
     if PREDICTIONS.name in versions:
         pred_ids = lake.changed_keys(PREDICTIONS, since.get(PREDICTIONS.name), versions[PREDICTIONS.name])
+        ch.deleted_predictions = lake.deleted_rows(PREDICTIONS, since.get(PREDICTIONS.name), versions[PREDICTIONS.name],
+                                                   ["transaction_id", "model_version"], [])  # fmt: skip
     if silver_ids is None or pred_ids is None:
         return ch
     ch.prediction_ids = pred_ids
     ch.transaction_ids = pc.unique(pa.chunked_array([silver_ids, pred_ids], pa.string()).combine_chunks())
     return ch
+
+
+def gold_tombstone_keys(lake: Lake, table: str, ch: Changes, days: list[str], keys: list[str]) -> pa.Table | None:
+    """Keys the rebuilt ``days`` of a gold table held at the watermark and hold no longer."""
+    if ch.since is None or table not in ch.since or not days:
+        return None
+    filt = [("activity_date", "in", days)]
+    before = lake.read(table, columns=keys, version=ch.since[table], partitions=filt)
+    if before.num_rows == 0:
+        return None
+    now = lake.read(table, columns=keys, version=ch.versions[table], partitions=filt)
+    joined = before.join(now.append_column("_held", pa.repeat(pa.scalar(True), now.num_rows)), keys, join_type="left outer")
+    return joined.filter(pc.is_null(joined["_held"])).select(keys)
 
 
 def rebuilt_days(lake: Lake, table: str, ch: Changes) -> list[str] | None:
@@ -81,4 +107,4 @@ def rebuilt_days(lake: Lake, table: str, ch: Changes) -> list[str] | None:
     return sorted({str(d) for p, d in pairs if p not in old})
 
 
-__all__ = ["SOURCES", "GOLD_MERCHANT", "Changes", "find_changes", "rebuilt_days", "store_watermark", "watermark_stage"]
+__all__ = ["SOURCES", "GOLD_MERCHANT", "Changes", "find_changes", "gold_tombstone_keys", "rebuilt_days", "store_watermark", "watermark_stage"]

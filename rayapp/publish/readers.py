@@ -8,9 +8,9 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.catalog import GOLD_MERCHANT, PREDICTION_COLUMNS, PREDICTIONS, SILVER
+from rayapp.catalog import DATASET_KEYS, GOLD_DATASETS, GOLD_MERCHANT, PREDICTION_COLUMNS, PREDICTIONS, SILVER, Dataset, dataset_schema
 from rayapp.lake import Lake
-from rayapp.publish.changes import Changes, rebuilt_days
+from rayapp.publish.changes import Changes, gold_tombstone_keys, rebuilt_days
 from rayapp.publish.routing import slices
 from rayapp.transforms import serving as sv
 
@@ -76,18 +76,26 @@ def prediction_batches(lake: Lake, ch: Changes, batch_rows: int) -> Iterator[pa.
 
 
 def gold_rows(lake: Lake, table: str, ch: Changes) -> pa.Table | None:
-    """Rows of the date partitions rewritten since the watermark (all rows without one), with ``_version``."""
+    """Rows of the date partitions rewritten since the watermark (all rows without one), with
+    ``_version``, and tombstones for the keys those dates held at the watermark and hold no longer."""
     version = ch.versions.get(table)
     if version is None:
         return None
     days = rebuilt_days(lake, table, ch)
     if days is not None and not days:
         return None
+    dataset = GOLD_DATASETS[table]
+    schema = dataset_schema(dataset)
     rows = lake.read(table, version=version, partitions=[("activity_date", "in", days)] if days is not None else None)
-    if rows.num_rows == 0:
-        return None
-    rows = sv.plain_strings(rows)
-    return rows.append_column("_version", pa.repeat(pa.scalar(version, pa.int64()), rows.num_rows))
+    stamp = pa.scalar(version, pa.int64())
+    parts = []
+    if rows.num_rows:
+        rows = sv.live(sv.plain_strings(rows).append_column("_version", pa.repeat(stamp, rows.num_rows)))
+        parts.append(rows.select(schema.names).cast(schema))
+    gone = gold_tombstone_keys(lake, table, ch, days or [], list(DATASET_KEYS[dataset]))
+    if gone is not None and gone.num_rows:  # keys the rebuilt dates no longer hold: tombstones at this version
+        parts.append(sv.tombstones(dataset, gone.append_column("_version", pa.repeat(stamp, gone.num_rows))))
+    return pa.concat_tables(parts) if parts else None
 
 
 def merchant_profile_rows(lake: Lake, ch: Changes, rebuilt: pa.Table | None) -> pa.Table | None:
@@ -102,4 +110,19 @@ def merchant_profile_rows(lake: Lake, ch: Changes, rebuilt: pa.Table | None) -> 
         _merchant_block, batch_size=4, batch_format="pyarrow", num_cpus=0.5, fn_kwargs={"lake": lake, "merchants": merchants}
     ).take_all()  # fmt: skip
     attrs = sv.merchant_attributes_of([pa.Table.from_pylist(partials)] if partials else [])
-    return sv.merchant_profiles(attrs, stats, version)
+    profiles = sv.merchant_profiles(attrs, stats, version)
+    gone = merchants.filter(pc.invert(pc.is_in(merchants, stats["merchant_id"])))  # no gold rows left: no profile
+    if len(gone) == 0:
+        return profiles
+    ids = pa.table({"id": gone, "_version": pa.repeat(pa.scalar(version, pa.int64()), len(gone))})
+    gone_rows = sv.tombstones(Dataset.MERCHANT_VECTORS, ids).drop_columns(["vector"]).select(profiles.column_names)
+    return pa.concat_tables([profiles, gone_rows.cast(profiles.schema)])
+
+
+def tombstone_batches(ch: Changes) -> dict[Dataset, pa.Table]:
+    """Tombstones of the silver rows and predictions deleted since the watermark."""
+    out: dict[Dataset, pa.Table] = {}
+    for dataset, gone in ((Dataset.TRANSACTIONS, ch.deleted_transactions), (Dataset.PREDICTIONS, ch.deleted_predictions)):
+        if gone is not None and gone.num_rows:
+            out[dataset] = sv.tombstones(dataset, gone.append_column("_version", gone["_deleted_at"]))
+    return out

@@ -42,7 +42,8 @@ class Coalesce:
     def flush(self) -> pa.Table | None:
         if not self.parts:
             return None
-        out = pa.concat_tables(self.parts) if len(self.parts) > 1 else self.parts[0]
+        # by column name: live rows and tombstones of a dataset come from different readers
+        out = pa.concat_tables(self.parts, promote_options="permissive") if len(self.parts) > 1 else self.parts[0]
         self.parts, self.held = [], 0
         return out
 

@@ -29,7 +29,7 @@ from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger, StageResult
 from rayapp.publish.changes import Changes, find_changes, store_watermark, watermark_stage
 from rayapp.publish.embedding import send_vectors
-from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, transaction_batches
+from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, tombstone_batches, transaction_batches
 from rayapp.publish.routing import Router
 from rayapp.publish.writers import Fanout, StoreTally, start_writers, stop_writers
 from rayapp.sinks import select, stores
@@ -98,14 +98,21 @@ def _send_changes(lake: Lake, router: Router, ch: Changes) -> int:
     settings = lake.settings
     risky: list[pa.Table] = []
     rows_read = 0
+    gone = tombstone_batches(ch)
     for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
         rows_read += batch.num_rows
         router.send(Dataset.TRANSACTIONS, batch)
         if router.wants(Dataset.TRANSACTION_VECTORS):
             risky.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
+    if Dataset.TRANSACTIONS in gone:
+        router.send(Dataset.TRANSACTIONS, gone[Dataset.TRANSACTIONS])
+        if router.wants(Dataset.TRANSACTION_VECTORS):
+            risky.append(sv.transaction_vector_rows(gone[Dataset.TRANSACTIONS], settings.vector_min_score, with_deletes=True))
     router.flush(Dataset.TRANSACTIONS)
     for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
-        router.send(Dataset.PREDICTIONS, batch)
+        router.send(Dataset.PREDICTIONS, sv.live(batch))
+    if Dataset.PREDICTIONS in gone:
+        router.send(Dataset.PREDICTIONS, gone[Dataset.PREDICTIONS])
     router.flush(Dataset.PREDICTIONS)
     rebuilt_merchants = None
     for table, dataset in GOLD_DATASETS.items():

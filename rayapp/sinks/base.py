@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rayapp.catalog import DATASET_KEYS, Dataset, dataset_schema
 from rayapp.errors import RayappError
@@ -80,6 +81,11 @@ class StoreSink(ABC, Generic[O]):
         """A one-line command a user can run to look at the store."""
         return ""
 
+    def scan(self, view: str, lo: str, hi: str) -> pa.Table:
+        """The live rows of a view (:mod:`rayapp.sinks.views`) whose first key column is in
+        ``[lo, hi)``, with the view's schema: what ``reconcile`` compares with the lake."""
+        raise SinkError(f"{type(self).__name__} cannot be read back for reconcile")
+
 
 @dataclass(frozen=True)
 class BatchOptions:
@@ -107,6 +113,11 @@ class StoreSpec(Generic[O]):
     options: Callable[[Settings], O]
     #: Where reports list the store (lower first).
     order: int = 100
+    #: What ``reconcile`` compares (:data:`rayapp.sinks.views.VIEWS` names; default: the datasets).
+    views: tuple[str, ...] = ()
+
+    def view_names(self) -> tuple[str, ...]:
+        return self.views or tuple(d.value for d in self.datasets)
 
     def url(self, settings: Settings) -> str:
         """The store URL from Settings, or the embedded default under ``data_dir``."""
@@ -235,10 +246,32 @@ def to_records(block: pa.Table) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in zip(*cols)]
 
 
+#: Schema metadata of a block ``reconcile --repair`` sends: the store replaces what it holds for the
+#: block's keys whatever its version (rows, tombstones), then writes the block's live rows.
+REPAIR = {b"rayapp.repair": b"true"}
+
+
+def is_repair(block: pa.Table) -> bool:
+    return (block.schema.metadata or {}).get(b"rayapp.repair") == b"true"
+
+
 def conform(dataset: Dataset, block: pa.Table) -> pa.Table:
-    """``block`` with exactly the dataset's columns and types (a clear error if one is missing)."""
+    """``block`` with exactly the dataset's columns and types (a clear error if one is missing).
+    A block without ``_deleted`` (a dead letter written before tombstones existed) is all live rows."""
     schema = dataset_schema(dataset)
+    if "_deleted" in schema.names and "_deleted" not in block.column_names:
+        block = block.append_column("_deleted", pa.repeat(pa.scalar(False), block.num_rows))
     missing = [f.name for f in schema if f.name not in block.column_names]
     if missing:
         raise SinkError(f"{dataset.value}: block lacks columns {missing}")
-    return pa.table([block[f.name].cast(f.type) for f in schema], schema=schema)
+    cols = [block[f.name].cast(f.type) for f in schema]
+    if "_deleted" in schema.names:
+        i = schema.get_field_index("_deleted")
+        cols[i] = pc.fill_null(cols[i], False)
+    return pa.table(cols, schema=schema.with_metadata(block.schema.metadata or {}))
+
+
+def split_deleted(block: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """``(live rows, tombstones)`` of a conformed block."""
+    deleted = block["_deleted"]
+    return block.filter(pc.invert(deleted)), block.filter(deleted)

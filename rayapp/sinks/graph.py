@@ -12,7 +12,6 @@ USED widens its time range.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,10 +19,12 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.catalog import UTC_US, Dataset
-from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, conform
+from rayapp.catalog import Dataset
+from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, conform, is_repair, split_deleted
 from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
-from rayapp.transforms.serving import first_of_runs
+from rayapp.sinks.graph_plan import (ACCOUNT_PAID, ENDPOINTS, PAID_HELD, TOMBSTONES_HELD, USED_HELD, GraphRows, exact_used, graph_rows,
+                                     newest, not_older_than, plan_paid, plan_used)
+from rayapp.sinks.views import VIEWS
 from rayapp.urls import url_path
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ MERGE_MERCHANTS = "UNWIND $rows AS r MERGE (m:Merchant {id: r.id}) SET m.name = 
 # Separate MATCH clauses (not `MATCH (a), (m)`): Ladybug plans the comma form as a cross product.
 FIND_PAID = """UNWIND $rows AS id
 MATCH (a:Account)-[p:PAID {transaction_id: id}]->(m:Merchant)
-RETURN id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.version AS version"""
+RETURN id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.version AS version, p.device_id AS device_id"""
 DELETE_PAID = """UNWIND $rows AS r
 MATCH (a:Account {id: r.account_id})-[p:PAID {transaction_id: r.transaction_id}]->(m:Merchant {id: r.merchant_id})
 DELETE p"""
@@ -49,7 +50,7 @@ CREATE_PAID = """UNWIND $rows AS r
 MATCH (a:Account {id: r.account_id})
 MATCH (m:Merchant {id: r.merchant_id})
 CREATE (a)-[:PAID {transaction_id: r.transaction_id, amount: r.amount, event_time: r.event_time, status: r.status,
-                   fraud_score: r.fraud_score, version: r.version}]->(m)"""
+                   fraud_score: r.fraud_score, version: r.version, device_id: r.device_id}]->(m)"""
 # USED keeps MERGE (concurrent writers on Neo4j widen one relationship, never create two), but only
 # for pairs that change the graph: FIND_USED returns the ranges held for a batch's accounts and
 # `plan_used` drops the rows inside them, which after the first batches is most of them.
@@ -64,20 +65,58 @@ ON CREATE SET u.first_seen = r.first_seen, u.last_seen = r.last_seen
 ON MATCH SET u.first_seen = CASE WHEN r.first_seen < u.first_seen THEN r.first_seen ELSE u.first_seen END,
              u.last_seen = CASE WHEN r.last_seen > u.last_seen THEN r.last_seen ELSE u.last_seen END"""
 
+# Deletes: a tombstone per deleted transaction (the version it left the lake at); USED ranges of the
+# pairs that lost payments recomputed from the PAID relationships left; nodes left alone removed.
+FIND_TOMBSTONES = """UNWIND $rows AS id
+MATCH (t:PaidTombstone {transaction_id: id})
+RETURN t.transaction_id AS transaction_id, t.version AS version"""
+MERGE_TOMBSTONES = "UNWIND $rows AS r MERGE (t:PaidTombstone {transaction_id: r.transaction_id}) SET t.version = r.version"
+DELETE_TOMBSTONES = "UNWIND $rows AS id MATCH (t:PaidTombstone {transaction_id: id}) DELETE t"
+FIND_ACCOUNT_PAID = """UNWIND $rows AS id
+MATCH (a:Account {id: id})-[p:PAID]->(m:Merchant)
+RETURN a.id AS account_id, p.device_id AS device_id, p.event_time AS event_time"""
+SET_USED = """UNWIND $rows AS r
+MATCH (a:Account {id: r.account_id})
+MATCH (d:Device {id: r.device_id})
+MERGE (a)-[u:USED]->(d)
+SET u.first_seen = r.first_seen, u.last_seen = r.last_seen"""
+DELETE_USED = "UNWIND $rows AS r MATCH (a:Account {id: r.account_id})-[u:USED]->(d:Device {id: r.device_id}) DELETE u"
+DELETE_ORPHAN_ACCOUNTS = "UNWIND $rows AS id MATCH (n:Account {id: id}) WHERE NOT (n)--() DELETE n"
+DELETE_ORPHAN_MERCHANTS = "UNWIND $rows AS id MATCH (n:Merchant {id: id}) WHERE NOT (n)--() DELETE n"
+DELETE_ORPHAN_DEVICES = "UNWIND $rows AS id MATCH (n:Device {id: id}) WHERE NOT (n)--() DELETE n"
+# What reconcile reads back, one key range at a time.
+SCAN_PAID = """UNWIND $rows AS r
+MATCH (a:Account)-[p:PAID]->(m:Merchant)
+WHERE p.transaction_id >= r.lo AND p.transaction_id < r.hi
+RETURN p.transaction_id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.amount AS amount, p.status AS status,
+       p.fraud_score AS fraud_score, p.event_time AS event_time"""
+SCAN_USED = """UNWIND $rows AS r
+MATCH (a:Account)-[u:USED]->(d:Device)
+WHERE a.id >= r.lo AND a.id < r.hi
+RETURN a.id AS account_id, d.id AS device_id, u.first_seen AS first_seen, u.last_seen AS last_seen"""
+# Concurrent writers (a Neo4j server) take the write locks of the accounts a block touches first.
+LOCK_ACCOUNTS = "UNWIND $rows AS id MATCH (a:Account {id: id}) SET a._lock = true REMOVE a._lock"
+
 LADYBUG_SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Account(id STRING, PRIMARY KEY(id))",
     "CREATE NODE TABLE IF NOT EXISTS Merchant(id STRING, name STRING, category STRING, PRIMARY KEY(id))",
     "CREATE NODE TABLE IF NOT EXISTS Device(id STRING, PRIMARY KEY(id))",
     "CREATE REL TABLE IF NOT EXISTS PAID(FROM Account TO Merchant, transaction_id STRING, amount DOUBLE, "
-    "event_time TIMESTAMP, status STRING, fraud_score DOUBLE, version TIMESTAMP)",
+    "event_time TIMESTAMP, status STRING, fraud_score DOUBLE, version TIMESTAMP, device_id STRING)",
+    "ALTER TABLE PAID ADD IF NOT EXISTS device_id STRING",  # graphs made before deletes
+    "CREATE NODE TABLE IF NOT EXISTS PaidTombstone(transaction_id STRING, version TIMESTAMP, PRIMARY KEY(transaction_id))",
     "CREATE REL TABLE IF NOT EXISTS USED(FROM Account TO Device, first_seen TIMESTAMP, last_seen TIMESTAMP)",
 )
 NEO4J_SCHEMA = (
     "CREATE CONSTRAINT account_id IF NOT EXISTS FOR (n:Account) REQUIRE n.id IS UNIQUE",
     "CREATE CONSTRAINT merchant_id IF NOT EXISTS FOR (n:Merchant) REQUIRE n.id IS UNIQUE",
     "CREATE CONSTRAINT device_id IF NOT EXISTS FOR (n:Device) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT paid_tombstone_id IF NOT EXISTS FOR (n:PaidTombstone) REQUIRE n.transaction_id IS UNIQUE",
     "CREATE INDEX paid_transaction_id IF NOT EXISTS FOR ()-[r:PAID]-() ON (r.transaction_id)",
 )
+#: What the schema means on a server without Neo4j's constraint DDL (FalkorDB): exact-match indexes
+#: (FalkorDB runs one write query at a time per graph, so MERGE cannot create a key twice).
+INDEXES = (("Account", "id"), ("Merchant", "id"), ("Device", "id"), ("PaidTombstone", "transaction_id"))
 COUNTS = {
     "Account": "MATCH (n:Account) RETURN count(n)",
     "Merchant": "MATCH (n:Merchant) RETURN count(n)",
@@ -87,92 +126,88 @@ COUNTS = {
 }
 
 
-@dataclass(frozen=True)
-class GraphRows:
-    """What one block of transactions puts in the graph."""
-
-    accounts: pa.Table  # id
-    merchants: pa.Table  # id, name, category (newest version's)
-    devices: pa.Table  # id
-    paid: pa.Table  # transaction_id, account_id, merchant_id, amount, event_time, status, fraud_score, version
-    used: pa.Table  # account_id, device_id, first_seen, last_seen
-
-
-def graph_rows(block: pa.Table) -> GraphRows:
-    t = block.filter(pc.and_(pc.is_valid(block["account_id"]), pc.is_valid(block["merchant_id"])))
-    latest = t.select(["merchant_id", "merchant_name", "merchant_category", "_version"]).sort_by(
-        [("merchant_id", "ascending"), ("_version", "descending")]
-    )
-    first = first_of_runs(latest["merchant_id"])
-    with_device = t.filter(pc.is_valid(t["device_id"]))
-    used = with_device.group_by(["account_id", "device_id"]).aggregate([("event_time", "min"), ("event_time", "max")])
-    used = used.rename_columns(["account_id", "device_id", "first_seen", "last_seen"])
-    return GraphRows(
-        accounts=pa.table({"id": pc.unique(t["account_id"])}),
-        merchants=pa.table({"id": latest["merchant_id"].filter(first), "name": latest["merchant_name"].filter(first),
-                            "category": latest["merchant_category"].filter(first)}),
-        devices=pa.table({"id": pc.unique(with_device["device_id"])}),
-        paid=pa.table({"transaction_id": t["transaction_id"], "account_id": t["account_id"], "merchant_id": t["merchant_id"],
-                       "amount": t["amount"].cast(pa.float64()), "event_time": t["event_time"], "status": t["status"],
-                       "fraud_score": t["fraud_score"], "version": t["_version"]}),
-        used=used.filter(pc.is_valid(used["first_seen"])),
-    )  # fmt: skip
+def _lock(tx: Any, rows: pa.Table) -> pa.Table:
+    """What the graph holds for the block's transaction ids (``PAID_HELD``), read under the locks of
+    every account involved: on a server with concurrent writers (Neo4j), two writers holding the
+    same transaction serialise on its accounts, so it is never created twice."""
+    ids = rows["transaction_id"].unique().to_pylist()
+    held = tx.table(FIND_PAID, ids, PAID_HELD)
+    if not tx.concurrent:
+        return held
+    locked: set[str] = set()
+    while True:
+        wanted = {a for a in pc.unique(pa.chunked_array([rows["account_id"], held["account_id"]], pa.string())).to_pylist() if a is not None}
+        if wanted <= locked:
+            return held
+        tx.run(LOCK_ACCOUNTS, sorted(wanted - locked))
+        locked |= wanted
+        held = tx.table(FIND_PAID, ids, PAID_HELD)  # re-read: a writer may have moved one before we locked
 
 
-PAID_HELD = pa.schema([("transaction_id", pa.string()), ("account_id", pa.string()), ("merchant_id", pa.string()), ("version", UTC_US)])
-USED_HELD = pa.schema([("account_id", pa.string()), ("device_id", pa.string()), ("first_seen", UTC_US), ("last_seen", UTC_US)])
-ENDPOINTS = ["transaction_id", "account_id", "merchant_id"]
-
-
-def plan_paid(paid: pa.Table, held: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """``(to_delete, to_create)``: the PAID relationships (``ENDPOINTS``) the graph holds that newer
-    rows replace, and the rows to create. A row is skipped when the graph already holds a newer
-    version of its transaction, or exactly this version on the same endpoints. Held duplicates
-    (possible only from an older writer) are all replaced."""
-    if held.num_rows == 0:
-        return held.select(ENDPOINTS), paid
-    incoming = paid.select(ENDPOINTS + ["version"]).rename_columns(["transaction_id", "new_account", "new_merchant", "new_version"])
-    j = held.join(incoming, "transaction_id", join_type="inner")
-    same_place = pc.and_(pc.equal(j["account_id"], j["new_account"]), pc.equal(j["merchant_id"], j["new_merchant"]))
-    newer_held = pc.fill_null(pc.greater(j["version"], j["new_version"]), False)
-    this_version = pc.fill_null(pc.and_(same_place, pc.equal(j["version"], j["new_version"])), False)
-    per_id = pa.table({"transaction_id": j["transaction_id"], "newer": newer_held, "same": this_version}).group_by("transaction_id").aggregate(
-        [("newer", "any"), ("same", "any"), ("transaction_id", "count")]
-    )  # fmt: skip
-    keep = pc.or_(per_id["newer_any"], pc.and_(per_id["same_any"], pc.equal(per_id["transaction_id_count"], 1)))
-    skip = per_id["transaction_id"].filter(keep)
-    to_create = paid.filter(pc.invert(pc.is_in(paid["transaction_id"], skip)))
-    replaced = held.filter(pc.is_in(held["transaction_id"], to_create["transaction_id"])).select(ENDPOINTS)
-    return replaced.group_by(ENDPOINTS).aggregate([]), to_create
-
-
-def plan_used(used: pa.Table, held: pa.Table) -> pa.Table:
-    """The USED rows that change the graph: pairs it does not hold, and pairs whose held
-    ``first_seen``–``last_seen`` range they widen."""
-    if held.num_rows == 0:
-        return used
-    pairs = ["account_id", "device_id"]
-    held = held.group_by(pairs).aggregate([("first_seen", "min"), ("last_seen", "max")])
-    j = used.join(held, pairs, join_type="left outer")
-    widens = pc.or_kleene(pc.is_null(j["first_seen_min"]), pc.or_kleene(pc.less(j["first_seen"], j["first_seen_min"]), pc.greater(j["last_seen"], j["last_seen_max"])))
-    return j.filter(pc.fill_null(widens, False)).select(used.column_names)
-
-
-def write_graph(tx: Any, rows: GraphRows) -> None:
+def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) -> None:
     """Every statement for one block, in order (nodes before relationships), on ``tx``: a
-    transaction of either backend, with ``run(query, rows)``, ``table(query, rows, schema)`` and
-    ``records(table)`` (Arrow rows as that backend's parameter values)."""
+    transaction of either backend, with ``run(query, rows)``, ``table(query, rows, schema)``,
+    ``records(table)`` and ``concurrent`` (whether other writers run transactions beside it).
+
+    ``gone``: tombstones (transaction_id, account_id, device_id, version). A tombstone removes the
+    older PAID relationship and is kept (``PaidTombstone``) so that an older version arriving later
+    is skipped; ``repair`` first forgets what the graph holds for the block's ids."""
     tx.run(MERGE_ACCOUNTS, rows.accounts["id"].to_pylist())
     tx.run(MERGE_MERCHANTS, tx.records(rows.merchants))
     tx.run(MERGE_DEVICES, rows.devices["id"].to_pylist())
-    if rows.paid.num_rows:
-        held = tx.table(FIND_PAID, rows.paid["transaction_id"].to_pylist(), PAID_HELD)
-        to_delete, to_create = plan_paid(rows.paid, held)
+    everything = pa.concat_tables([rows.paid.select(["transaction_id", "account_id"]), gone.select(["transaction_id", "account_id"])])
+    if everything.num_rows == 0:
+        return
+    held = _lock(tx, everything)
+    ids = everything["transaction_id"].unique().to_pylist()
+    removed = [held.slice(0, 0)]
+    paid = rows.paid
+    if repair:
+        tx.run(DELETE_PAID, tx.records(held.select(ENDPOINTS)))
+        tx.run(DELETE_TOMBSTONES, ids)
+        removed.append(held)
+        held = held.slice(0, 0)
+    else:
+        marks = tx.table(FIND_TOMBSTONES, ids, TOMBSTONES_HELD)
+        if gone.num_rows:
+            latest = newest(gone.select(["transaction_id", "version"]))
+            fresh = latest.filter(pc.invert(not_older_than(latest, marks, strictly=False)))
+            tx.run(MERGE_TOMBSTONES, tx.records(fresh))
+            dead = held.filter(not_older_than(held, latest, strictly=True))  # held versions older than the tombstone
+            tx.run(DELETE_PAID, tx.records(dead.select(ENDPOINTS)))
+            removed.append(dead)
+            held = held.filter(pc.invert(pc.is_in(held["transaction_id"], dead["transaction_id"])))
+            marks = pa.concat_tables([marks, fresh.cast(TOMBSTONES_HELD)])
+        paid = paid.filter(pc.invert(not_older_than(paid, marks, strictly=False)))  # deleted at a version this new or newer
+    if paid.num_rows:
+        to_delete, to_create = plan_paid(paid, held)
         tx.run(DELETE_PAID, tx.records(to_delete))
         tx.run(CREATE_PAID, tx.records(to_create))
+        removed.append(held.filter(pc.is_in(held["transaction_id"], to_delete["transaction_id"])))
     if rows.used.num_rows:
-        held = tx.table(FIND_USED, rows.used["account_id"].unique().to_pylist(), USED_HELD)
-        tx.run(MERGE_USED, tx.records(plan_used(rows.used, held)))
+        held_used = tx.table(FIND_USED, rows.used["account_id"].unique().to_pylist(), USED_HELD)
+        tx.run(MERGE_USED, tx.records(plan_used(rows.used, held_used)))
+    _after_removals(tx, pa.concat_tables(removed), gone, rows if repair else None)
+
+
+def _after_removals(tx: Any, removed: pa.Table, gone: pa.Table, repaired: GraphRows | None) -> None:
+    """USED ranges of the pairs that lost payments, recomputed exactly, and the accounts, merchants
+    and devices left with no relationship removed (with ``repaired``: every pair of its accounts)."""
+    pairs = pa.concat_tables([removed.select(["account_id", "device_id"]), gone.select(["account_id", "device_id"]).cast(removed.select(["account_id", "device_id"]).schema)])
+    accounts = pairs["account_id"]
+    if repaired is not None:
+        held_used = tx.table(FIND_USED, repaired.accounts["id"].to_pylist(), USED_HELD).select(["account_id", "device_id"])
+        pairs = pa.concat_tables([pairs, held_used, repaired.used.select(["account_id", "device_id"])])
+    pairs = pairs.filter(pc.and_(pc.is_valid(pairs["account_id"]), pc.is_valid(pairs["device_id"])))
+    if pairs.num_rows:
+        paid = tx.table(FIND_ACCOUNT_PAID, pc.unique(pairs["account_id"]).to_pylist(), ACCOUNT_PAID)
+        to_set, to_delete = exact_used(pairs, paid)
+        tx.run(SET_USED, tx.records(to_set))
+        tx.run(DELETE_USED, tx.records(to_delete))
+    for query, values in ((DELETE_ORPHAN_ACCOUNTS, accounts), (DELETE_ORPHAN_MERCHANTS, removed["merchant_id"]),
+                          (DELETE_ORPHAN_DEVICES, pairs["device_id"])):  # fmt: skip
+        ids = [v for v in pc.unique(values).to_pylist() if v is not None]
+        tx.run(query, ids)
 
 
 class GraphSink(StoreSink[BatchOptions]):
@@ -183,7 +218,7 @@ class GraphSink(StoreSink[BatchOptions]):
 
     def _open(self) -> Any:
         if self._backend is None:
-            self._backend = LadybugEngine(url_path(self.url), LADYBUG_SCHEMA) if urlsplit(self.url).scheme == "ladybug" else Neo4jEngine(self.url, NEO4J_SCHEMA)
+            self._backend = LadybugEngine(url_path(self.url), LADYBUG_SCHEMA) if urlsplit(self.url).scheme == "ladybug" else Neo4jEngine(self.url, NEO4J_SCHEMA, INDEXES)
         return self._backend
 
     def on_write_start(self) -> None:
@@ -195,11 +230,19 @@ class GraphSink(StoreSink[BatchOptions]):
         if self._backend is None:
             self.on_write_start()
         block = conform(dataset, block)
+        repair = is_repair(block)
         size = self.options.batch_rows
         for start in range(0, block.num_rows, size):
-            rows = graph_rows(block.slice(start, size))
-            self._backend.write(lambda tx, rows=rows: write_graph(tx, rows))
+            live, gone = split_deleted(block.slice(start, size))
+            rows = graph_rows(live)
+            dead = gone.select(["transaction_id", "account_id", "device_id", "_version"]).rename_columns(
+                ["transaction_id", "account_id", "device_id", "version"])
+            self._backend.write(lambda tx, rows=rows, dead=dead: write_graph(tx, rows, dead, repair))
         return block.num_rows
+
+    def scan(self, view: str, lo: str, hi: str) -> pa.Table:
+        query = {"paid": SCAN_PAID, "used": SCAN_USED}[view]
+        return self._open().table(query, [{"lo": lo, "hi": hi}], VIEWS[view].schema)
 
     def counts(self) -> dict[str, int]:
         backend = self._open()
@@ -219,7 +262,7 @@ class GraphSink(StoreSink[BatchOptions]):
 
 STORE = StoreSpec(
     name="graph", setting="graph_url", schemes=("ladybug", "neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"),
-    embedded_schemes=("ladybug",), default_dir="graph", datasets=GraphSink.datasets, sink=GraphSink,
+    embedded_schemes=("ladybug",), default_dir="graph", datasets=GraphSink.datasets, sink=GraphSink, views=("paid", "used"),
     # Transactions per graph write transaction come from RAYAPP_GRAPH_BATCH_ROWS: Ladybug's commit
     # cost grows with the graph, so it takes fewer, larger writes than the other stores.
     options=partial(BatchOptions.from_settings, field="graph_batch_rows"), order=30,

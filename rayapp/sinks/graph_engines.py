@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,6 +34,8 @@ def _naive_utc(table: pa.Table) -> pa.Table:
 
 class LadybugEngine:
     """Embedded Ladybug: prepared statements, Arrow results, one write transaction per block."""
+
+    concurrent = False  # one process writes an embedded database
 
     def __init__(self, path: str, schema: tuple[str, ...]) -> None:
         import ladybug
@@ -99,12 +101,19 @@ class LadybugEngine:
 
 
 class Neo4jEngine:
-    """A Neo4j (Bolt) server through the official driver, managed write transactions."""
+    """A Bolt server through the official driver, managed write transactions.
 
-    def __init__(self, url: str, schema: tuple[str, ...]) -> None:
+    ``setup`` asks the server what it is: Neo4j gets the constraint DDL and concurrent writers lock
+    the accounts a block touches; FalkorDB (Bolt + openCypher) has no constraint DDL over Bolt and
+    no temporal parameters, so it gets exact-match indexes and timestamps as epoch microseconds,
+    and its one-write-query-at-a-time execution already serialises writers."""
+
+    def __init__(self, url: str, schema: tuple[str, ...], indexes: tuple[tuple[str, str], ...] = ()) -> None:
         from neo4j import GraphDatabase
 
         self.schema = schema
+        self.indexes = indexes
+        self.dialect = "neo4j"
         parts = urlsplit(url)
         auth = (parts.username or "neo4j", parts.password or "") if parts.username else None
         host = parts.hostname or "localhost"
@@ -112,28 +121,62 @@ class Neo4jEngine:
         self.database = url_query(url).get("database") or (parts.path.strip("/") or None)
         self.driver = GraphDatabase.driver(urlunsplit((parts.scheme, netloc, "", "", "")), auth=auth)
 
+    def _dialect(self, session: Any) -> str:
+        from neo4j.exceptions import Neo4jError
+
+        try:
+            names = [r[0] for r in session.run("CALL dbms.components() YIELD name RETURN name").values()]
+            if any("neo4j" in str(n).lower() for n in names):
+                return "neo4j"
+        except Neo4jError:
+            pass
+        procedures = [r[0] for r in session.run("CALL dbms.procedures() YIELD name RETURN name").values()]
+        if any(str(p).startswith(("db.idx.", "algo.")) for p in procedures):
+            return "falkordb"
+        raise RuntimeError(f"graph server at {self.driver} is neither Neo4j nor FalkorDB (procedures: {procedures[:5]})")
+
     def setup(self) -> None:
         self.driver.verify_connectivity()
         with self.driver.session(database=self.database) as session:
-            for q in self.schema:
-                session.run(q).consume()
+            self.dialect = self._dialect(session)
+            if self.dialect == "neo4j":
+                for q in self.schema:
+                    session.run(q).consume()
+                return
+            held = {(r[0], r[1]) for r in session.run(
+                "CALL db.indexes() YIELD label, properties UNWIND properties AS p RETURN label, p").values()}  # fmt: skip
+            for label, prop in self.indexes:
+                if (label, prop) not in held:
+                    session.run(f"CREATE INDEX FOR (n:{label}) ON (n.{prop})").consume()
+            if ("PAID", "transaction_id") not in held:
+                session.run("CREATE INDEX FOR ()-[r:PAID]-() ON (r.transaction_id)").consume()
+
+    @property
+    def concurrent(self) -> bool:
+        return self.dialect == "neo4j"
 
     def write(self, fn: Callable[[Any], None]) -> None:
         # A managed write transaction: the driver retries the whole function on transient errors
         # and leader changes (it re-reads what the graph holds, so a retry decides afresh).
         with self.driver.session(database=self.database) as session:
-            session.execute_write(lambda tx: fn(_Neo4jTx(tx)))
+            session.execute_write(lambda tx: fn(_Neo4jTx(tx, self.concurrent, self.dialect == "falkordb")))
 
     def scalar(self, query: str) -> int:
         with self.driver.session(database=self.database) as session:
             return int(session.run(query).single()[0])
+
+    def table(self, query: str, rows: list[Any], schema: pa.Schema) -> pa.Table:
+        """A read outside a write transaction (reconcile)."""
+        with self.driver.session(database=self.database) as session:
+            return session.execute_read(lambda tx: _Neo4jTx(tx, False, self.dialect == "falkordb").table(query, rows, schema))
 
     def close(self) -> None:
         self.driver.close()
 
 
 def _table(values: list[list[Any]], schema: pa.Schema) -> pa.Table:
-    """Neo4j result rows as Arrow (temporal values as Python ones; naive datetimes are UTC)."""
+    """Bolt result rows as Arrow (temporal values as Python ones; naive datetimes are UTC; integers
+    in a timestamp column are epoch microseconds)."""
     cols: list[list[Any]] = [[] for _ in schema]
     for row in values:
         for i, v in enumerate(row):
@@ -141,15 +184,26 @@ def _table(values: list[list[Any]], schema: pa.Schema) -> pa.Table:
                 v = v.to_native()
             if isinstance(v, datetime) and v.tzinfo is None:
                 v = v.replace(tzinfo=timezone.utc)
+            elif isinstance(v, int) and pa.types.is_timestamp(schema[i].type):
+                v = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=v)
             cols[i].append(v)
     return pa.table(cols, schema=schema)
 
 
-class _Neo4jTx:
-    """What a write function sees inside a Neo4j transaction (same methods as the Ladybug engine)."""
+def _epoch_us(table: pa.Table) -> pa.Table:
+    """Timestamps as epoch microseconds (a server without temporal parameters)."""
+    fields = [pa.field(f.name, pa.int64()) if pa.types.is_timestamp(f.type) else f for f in table.schema]
+    return pa.table([c.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()) if pa.types.is_timestamp(c.type) else c
+                     for c in table.columns], schema=pa.schema(fields))  # fmt: skip
 
-    def __init__(self, tx: Any) -> None:
+
+class _Neo4jTx:
+    """What a write function sees inside a Bolt transaction (same methods as the Ladybug engine)."""
+
+    def __init__(self, tx: Any, concurrent: bool, epoch_times: bool) -> None:
         self.tx = tx
+        self.concurrent = concurrent
+        self.epoch_times = epoch_times
 
     def run(self, query: str, rows: list[Any]) -> None:
         for chunk in chunks(rows):
@@ -159,6 +213,5 @@ class _Neo4jTx:
         values = [v for chunk in chunks(rows) for v in self.tx.run(query, rows=chunk).values()]
         return _table(values, schema)
 
-    @staticmethod
-    def records(table: pa.Table) -> list[dict[str, Any]]:
-        return to_records(table)
+    def records(self, table: pa.Table) -> list[dict[str, Any]]:
+        return to_records(_epoch_us(table) if self.epoch_times else table)

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 
 from rayapp.catalog import TABLE_DATASETS, Dataset, dataset_schema
-from rayapp.sinks.base import KEYS, BatchOptions, SinkError, StoreSink, StoreSpec, conform
+from rayapp.sinks.base import KEYS, BatchOptions, SinkError, StoreSink, StoreSpec, conform, is_repair, split_deleted
+from rayapp.sinks.views import VIEWS
 from rayapp.urls import url_path
 
 logger = logging.getLogger(__name__)
@@ -72,17 +73,42 @@ def embedded_server(pgdata: str) -> Any:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _on(keys: tuple[str, ...], a: str, b: str) -> str:
+    return " AND ".join(f"{a}.{k} = {b}.{k}" for k in keys)
+
+
 def _upsert_sql(dataset: Dataset, stage: str) -> str:
-    cols = [f.name for f in dataset_schema(dataset)]
+    cols = [f.name for f in dataset_schema(dataset) if f.name != "_deleted"]
     keys = KEYS[dataset]
     col_list = ", ".join(cols)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
-    # DISTINCT ON keeps the newest version per key should a block ever carry two.
+    # DISTINCT ON keeps the newest version per key should a block ever carry two; a row whose key
+    # has a tombstone as new as the row itself stays deleted.
     return (
         f"INSERT INTO {dataset.value} AS t ({col_list}) "
-        f"SELECT DISTINCT ON ({', '.join(keys)}) {col_list} FROM {stage} ORDER BY {', '.join(keys)}, _version DESC "
+        f"SELECT DISTINCT ON ({', '.join(keys)}) {col_list} FROM {stage} s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {dataset.value}_tombstones x WHERE {_on(keys, 'x', 's')} AND x._version >= s._version) "
+        f"ORDER BY {', '.join(keys)}, _version DESC "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates} WHERE t._version < EXCLUDED._version"
     )
+
+
+def _delete_sql(dataset: Dataset, gone: str) -> list[str]:
+    """Record tombstones (the newest per key) and delete the rows older than them."""
+    keys = KEYS[dataset]
+    key_list = ", ".join(keys)
+    return [
+        f"INSERT INTO {dataset.value}_tombstones AS x ({key_list}, _version) "
+        f"SELECT DISTINCT ON ({key_list}) {key_list}, _version FROM {gone} ORDER BY {key_list}, _version DESC "
+        f"ON CONFLICT ({key_list}) DO UPDATE SET _version = EXCLUDED._version WHERE x._version < EXCLUDED._version",
+        f"DELETE FROM {dataset.value} t USING {gone} g WHERE {_on(keys, 't', 'g')} AND t._version < g._version",
+    ]
+
+
+def _purge_sql(dataset: Dataset, gone: str) -> list[str]:
+    """``reconcile --repair``: forget the block's keys (rows and tombstones) whatever their version."""
+    keys = KEYS[dataset]
+    return [f"DELETE FROM {dataset.value}{suffix} t USING {gone} g WHERE {_on(keys, 't', 'g')}" for suffix in ("", "_tombstones")]
 
 
 def csv_ready(table: pa.Table) -> pa.Table:
@@ -131,8 +157,6 @@ class PostgresSink(StoreSink[BatchOptions]):
                 logger.info("postgres: applied migration %s", name)
 
     def write(self, dataset: Dataset, block: pa.Table) -> int:
-        import pyarrow.csv as pcsv
-
         if dataset not in self.datasets:
             raise SinkError(f"postgres does not take {dataset.value}")
         if self._engine is None:
@@ -140,22 +164,29 @@ class PostgresSink(StoreSink[BatchOptions]):
         block = conform(dataset, block)
         if block.num_rows == 0:
             return 0
-        cols = ", ".join(block.column_names)
-        stage = f"_stage_{dataset.value}"
+        live, gone = split_deleted(block)
+        live = live.drop_columns(["_deleted"])
+        keys = list(KEYS[dataset])
+        stage, gone_stage = f"_stage_{dataset.value}", f"_gone_{dataset.value}"
         raw = self._engine.raw_connection()
         try:
             conn = raw.driver_connection
             with conn.cursor() as cur:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {dataset.value}) ON COMMIT DELETE ROWS")
-                for start in range(0, block.num_rows, self.options.batch_rows):
-                    chunk = csv_ready(block.slice(start, self.options.batch_rows))
-                    buf = io.BytesIO()
-                    # Strings are always quoted, so "" stays an empty string and an unquoted empty field is NULL.
-                    pcsv.write_csv(chunk, buf, pcsv.WriteOptions(include_header=False))
-                    with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-                        copy.write(buf.getbuffer())
-                cur.execute(_upsert_sql(dataset, stage))
-                changed = cur.rowcount
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {gone_stage} (LIKE {dataset.value}_tombstones) ON COMMIT DELETE ROWS")
+                if is_repair(block):  # the whole block's keys: what the store holds for them goes first
+                    self._copy(cur, gone_stage, block.select([*keys, "_version"]))
+                    for sql in _purge_sql(dataset, gone_stage):
+                        cur.execute(sql)
+                elif gone.num_rows:
+                    self._copy(cur, gone_stage, gone.select([*keys, "_version"]))
+                    for sql in _delete_sql(dataset, gone_stage):
+                        cur.execute(sql)
+                changed = 0
+                if live.num_rows:
+                    self._copy(cur, stage, live)
+                    cur.execute(_upsert_sql(dataset, stage))
+                    changed = cur.rowcount
             conn.commit()
         except Exception:
             try:
@@ -167,6 +198,35 @@ class PostgresSink(StoreSink[BatchOptions]):
             raw.close()
         logger.debug("postgres %s: %d rows sent, %d inserted/updated", dataset.value, block.num_rows, changed)
         return block.num_rows
+
+    def _copy(self, cur: Any, table: str, rows: pa.Table) -> None:
+        """COPY ``rows`` into ``table`` as CSV, in chunks of the batch size."""
+        import pyarrow.csv as pcsv
+
+        cols = ", ".join(rows.column_names)
+        for start in range(0, rows.num_rows, self.options.batch_rows):
+            buf = io.BytesIO()
+            # Strings are always quoted, so "" stays an empty string and an unquoted empty field is NULL.
+            pcsv.write_csv(csv_ready(rows.slice(start, self.options.batch_rows)), buf, pcsv.WriteOptions(include_header=False))
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buf.getbuffer())
+
+    def scan(self, view: str, lo: str, hi: str) -> pa.Table:
+        v = VIEWS[view]
+        if self._engine is None:
+            self.on_write_start()
+        first = v.key[0]
+        sql = (f"SELECT {', '.join(v.schema.names)} FROM {view} "
+               f"WHERE {first} COLLATE \"C\" >= %(lo)s AND {first} COLLATE \"C\" < %(hi)s")  # fmt: skip
+        raw = self._engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cur:
+                rows = cur.execute(sql, {"lo": lo, "hi": hi}).fetchall()
+            raw.driver_connection.rollback()
+        finally:
+            raw.close()
+        cols = list(zip(*rows)) if rows else [[] for _ in v.schema]
+        return pa.table([pa.array(c, f.type) for c, f in zip(cols, v.schema)], schema=v.schema)
 
     def counts(self) -> dict[str, int]:
         from sqlalchemy import text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.catalog import BUSINESS_COLUMNS, PREDICTION_COLUMNS, UTC_US
+from rayapp.catalog import BUSINESS_COLUMNS, PREDICTION_COLUMNS, UTC_US, Dataset, dataset_schema
 
 #: Silver columns a transaction row carries to the stores.
 TRANSACTION_SOURCE_COLUMNS = (*BUSINESS_COLUMNS, "_updated_at")
@@ -18,6 +18,26 @@ def plain_strings(table: pa.Table) -> pa.Table:
     use views, which many Arrow kernels and joins do not take)."""
     fields = [pa.field(f.name, pa.string(), f.nullable) if pa.types.is_string_view(f.type) or pa.types.is_large_string(f.type) else f for f in table.schema]
     return table if all(f.type == g.type for f, g in zip(fields, table.schema)) else table.cast(pa.schema(fields))
+
+
+def live(rows: pa.Table) -> pa.Table:
+    """Rows the lake holds, marked as such (``_deleted`` false)."""
+    return rows.append_column("_deleted", pa.repeat(pa.scalar(False), rows.num_rows))
+
+
+def tombstones(dataset: Dataset, known: pa.Table) -> pa.Table:
+    """Tombstone rows of ``dataset``: the columns ``known`` carries (keys, ``_version``, for
+    transactions their account, merchant and device), nulls elsewhere, ``_deleted`` true."""
+    n = known.num_rows
+    cols = {}
+    for f in dataset_schema(dataset):
+        if f.name == "_deleted":
+            cols[f.name] = pa.repeat(pa.scalar(True), n)
+        elif f.name in known.column_names:
+            cols[f.name] = known[f.name].cast(f.type)
+        else:
+            cols[f.name] = pa.nulls(n, f.type)
+    return pa.table(cols, schema=dataset_schema(dataset))
 
 
 def first_of_runs(sorted_keys: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -55,7 +75,7 @@ def with_prediction(silver: pa.Table, latest: pa.Table | None) -> pa.Table:
         joined = silver.join(latest, "transaction_id", join_type="left outer")
     as_int = [pc.cast(joined[c], pa.int64()) for c in ("_updated_at", "scored_at")]  # no tz-aware max kernel
     version = pc.cast(pc.max_element_wise(*as_int, skip_nulls=True), UTC_US)
-    return joined.append_column("_version", version).sort_by("transaction_id")
+    return live(joined.append_column("_version", version)).sort_by("transaction_id")
 
 
 def merchant_attributes(rows: pa.Table) -> pa.Table:
@@ -111,8 +131,10 @@ def merchant_profiles(attributes: pa.Table, stats: pa.Table, version: int) -> pa
 
 def transaction_vector_rows(transactions: pa.Table, min_score: float, with_deletes: bool) -> pa.Table:
     """Rows for the ``transactions`` vector collection: text to embed for ``fraud_score >= min_score``;
-    with ``with_deletes``, the other rows too (no text), which the store removes."""
+    with ``with_deletes``, the other rows (and tombstones) too, without text: the store removes them."""
     high = pc.fill_null(pc.greater_equal(transactions["fraud_score"], min_score), False)
+    if "_deleted" in transactions.column_names:  # a tombstone removes the vector too
+        high = pc.and_(high, pc.invert(pc.fill_null(transactions["_deleted"], False)))
     t = transactions if with_deletes else transactions.filter(high)
     if not with_deletes:
         high = pa.repeat(pa.scalar(True), t.num_rows)

@@ -5,7 +5,10 @@
 functions call ``tx.run(query, **params)``), ``close`` — records every call, can fail the next
 N calls with a real ``neo4j.exceptions`` error, and executes each write on a Ladybug database
 so the exact Cypher text the Neo4j backend sends is checked by a real Cypher engine.
-Schema statements (constraints/indexes) are Neo4j-only: recorded, not executed.
+Schema statements (constraints/indexes) and the account lock are Neo4j-only: recorded, not
+executed; ``CALL dbms.components()`` answers as Neo4j does. Real Bolt and openCypher are
+exercised against FalkorDB (``tests/servers.py``); this fake only shows what a server cannot be
+made to do on demand: fail with ``ServiceUnavailable``.
 """
 
 from __future__ import annotations
@@ -56,8 +59,11 @@ class FakeDriver:
         return FakeSession(self, database)
 
     def execute(self, query: str, params: dict[str, Any]) -> list[list[Any]]:
-        if query.lstrip().upper().startswith("CREATE CONSTRAINT") or query.lstrip().upper().startswith("CREATE INDEX"):
-            return []
+        q = query.lstrip().upper()
+        if q.startswith("CALL DBMS.COMPONENTS()"):
+            return [["Neo4j Kernel"]]  # what a Neo4j 5 server answers
+        if q.startswith(("CREATE CONSTRAINT", "CREATE INDEX")) or "REMOVE A._LOCK" in q:
+            return []  # Neo4j-only schema and lock statements: recorded, not executed
         result = self.ladybug_conn.execute(query, params)
         rows = []
         while result.has_next():

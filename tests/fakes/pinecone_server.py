@@ -88,6 +88,23 @@ class Index:
             found = {i: store[i] for i in ids if i in store}
         return {"vectors": found, "namespace": "" if ns == "__default__" else ns, "usage": {"readUnits": 1}}
 
+    def list_ids(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """``GET /vectors/list``: ids in id order, ``limit`` (1..100, default 100) per page, a
+        ``prefix`` filter, and an opaque ``paginationToken`` to the next page."""
+        limit = int((query.get("limit") or ["100"])[0])
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be between 1 and 100")
+        ns = (query.get("namespace") or [""])[0] or "__default__"
+        prefix = (query.get("prefix") or [""])[0]
+        after = (query.get("paginationToken") or [""])[0]
+        with self.lock:
+            ids = sorted(i for i in self.namespaces.get(ns, {}) if i.startswith(prefix) and i > after)
+        page = ids[:limit]
+        out: dict[str, Any] = {"vectors": [{"id": i} for i in page], "namespace": "" if ns == "__default__" else ns, "usage": {"readUnits": 1}}
+        if len(ids) > limit:
+            out["pagination"] = {"next": page[-1]}
+        return out
+
     def delete(self, body: dict[str, Any]) -> dict[str, Any]:
         ns = body.get("namespace") or "__default__"
         ids = body.get("ids")
@@ -185,6 +202,8 @@ def make_handler(index: Index, api_key: str, state: dict[str, bool] | None = Non
                 route = (method, parts.path)
                 if route == ("POST", "/vectors/upsert"):
                     out = index.upsert(body, len(raw))
+                elif route == ("GET", "/vectors/list"):
+                    out = index.list_ids(parse_qs(parts.query))
                 elif route == ("GET", "/vectors/fetch"):
                     out = index.fetch(parse_qs(parts.query))
                 elif route == ("POST", "/vectors/delete"):

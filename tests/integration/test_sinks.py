@@ -251,8 +251,13 @@ def test_neo4j_backend_sends_the_same_cypher_in_managed_transactions(tmp_path: P
     assert [c.query for c in schema] == list(graph.NEO4J_SCHEMA)
     writes = [c for c in d.calls if c.kind == "tx.run"]
     assert writes and all(c.in_transaction and c.database == "fraud" for c in writes)
-    assert {c.query for c in writes} == {graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.FIND_PAID, graph.DELETE_PAID,
-                                         graph.CREATE_PAID, graph.FIND_USED, graph.MERGE_USED}  # fmt: skip
+    assert {c.query for c in writes} == {graph.MERGE_ACCOUNTS, graph.MERGE_MERCHANTS, graph.MERGE_DEVICES, graph.LOCK_ACCOUNTS, graph.FIND_PAID,
+                                         graph.FIND_TOMBSTONES, graph.DELETE_PAID, graph.CREATE_PAID, graph.FIND_USED, graph.MERGE_USED,
+                                         # replaced payments: their pairs' USED ranges recomputed, nodes left alone removed
+                                         graph.FIND_ACCOUNT_PAID, graph.SET_USED, graph.DELETE_ORPHAN_ACCOUNTS,
+                                         graph.DELETE_ORPHAN_MERCHANTS, graph.DELETE_ORPHAN_DEVICES}  # fmt: skip
+    order = [c.query for c in writes]
+    assert order.index(graph.LOCK_ACCOUNTS) < order.index(graph.FIND_TOMBSTONES) < order.index(graph.CREATE_PAID)  # locked, then read
     assert max(len(c.params["rows"]) for c in writes) <= 4  # batched
     first_block = [c.query for c in writes[:8]]
     assert first_block.index(graph.CREATE_PAID) > first_block.index(graph.MERGE_MERCHANTS)  # nodes before relationships
@@ -331,3 +336,111 @@ def test_pinecone_without_api_key_is_a_clear_error() -> None:
     sink = make_sink("vector", "pinecone://idx", pinecone_host="http://127.0.0.1:9")
     with pytest.raises(SinkError, match="API key"):
         sink.on_write_start()
+
+
+# ---- deletes: tombstones in every store ------------------------------------------------------------
+
+
+def gone_block(ids: list[str], version: datetime) -> pa.Table:
+    """Tombstones of ``txn_block`` rows: the key, the account/merchant/device they hung on, the version."""
+    from rayapp.transforms.serving import tombstones
+
+    live = txn_block(ids)
+    known = live.select(["transaction_id", "account_id", "merchant_id", "device_id"])
+    return tombstones(Dataset.TRANSACTIONS, known.append_column("_version", pa.array([version] * len(ids), live.schema.field("_version").type)))
+
+
+def repair(block: pa.Table) -> pa.Table:
+    from rayapp.sinks.base import REPAIR
+
+    return block.replace_schema_metadata(REPAIR)
+
+
+TXN_STORES = {"postgres": ("pgserver://{}", "transactions"), "clickhouse": ("chdb://{}", "transactions"), "graph": ("ladybug://{}", "paid")}
+
+
+@pytest.mark.parametrize("name", sorted(TXN_STORES))
+def test_tombstones_delete_older_rows_and_keep_them_deleted(tmp_path: Path, name: str) -> None:
+    from rayapp.sinks.views import HIGHEST, LOWEST
+
+    url, view = TXN_STORES[name]
+    sink = make_sink(name, url.format(tmp_path / name))
+    h = timedelta(hours=1)
+
+    def held() -> dict[str, str]:
+        t = sink.scan(view, LOWEST, HIGHEST)
+        return dict(zip(t["transaction_id"].to_pylist(), t["status"].to_pylist()))
+
+    try:
+        sink.on_write_start()
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS))
+        sink.write(Dataset.TRANSACTIONS, gone_block(IDS[:2], T0 + h))  # two transactions left the lake
+        assert sorted(held()) == IDS[2:]
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:2]))  # an older upsert replayed (a dead letter, a re-run)
+        sink.write(Dataset.TRANSACTIONS, gone_block(IDS[:2], T0 + h))  # the delete replayed: nothing changes
+        assert sorted(held()) == IDS[2:]
+        sink.write(Dataset.TRANSACTIONS, gone_block(IDS[2:3], T0 - h))  # an old delete replayed: the newer row stays
+        assert sorted(held()) == IDS[2:]
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:1], status="chargeback", version=T0 + 2 * h))  # back in the lake, newer
+        assert sorted(held()) == [IDS[0], *IDS[2:]] and held()[IDS[0]] == "chargeback"
+        sink.write(Dataset.TRANSACTIONS, repair(txn_block(IDS[1:2], status="refunded", version=T0)))  # repair: whatever the version
+        sink.write(Dataset.TRANSACTIONS, repair(gone_block(IDS[2:3], T0 - 2 * h)))  # repair of a stray row: removed
+        assert held() == {IDS[0]: "chargeback", IDS[1]: "refunded", **{i: "settled" for i in IDS[3:]}}
+        sink.write(Dataset.TRANSACTIONS, gone_block(IDS, T0 + 3 * h))
+        assert held() == {}
+        counts = sink.counts()
+        if name == "graph":  # accounts, merchants and devices left without relationships are gone too
+            assert counts == {"Account": 0, "Merchant": 0, "Device": 0, "PAID": 0, "USED": 0}
+            assert sink.scan("used", LOWEST, HIGHEST).num_rows == 0
+        else:
+            assert counts["transactions"] == 0
+    finally:
+        sink.close()
+
+
+def test_graph_deletes_shrink_device_use_to_the_payments_left(tmp_path: Path) -> None:
+    from rayapp.sinks.views import HIGHEST, LOWEST
+
+    sink = make_sink("graph", f"ladybug://{tmp_path / 'g.lbug'}")
+    try:
+        sink.on_write_start()
+        sink.write(Dataset.TRANSACTIONS, txn_block(IDS))  # ACC0 used DEV0 for TX000, TX002 (TX004 has no device)
+        sink.write(Dataset.TRANSACTIONS, gone_block(["TX002"], T0 + timedelta(hours=1)))
+        used = {(r["account_id"], r["device_id"]): (r["first_seen"], r["last_seen"]) for r in sink.scan("used", LOWEST, HIGHEST).to_pylist()}
+        assert used == {("ACC0", "DEV0"): (T0, T0), ("ACC1", "DEV1"): (T0 + timedelta(minutes=1), T0 + timedelta(minutes=5))}
+        sink.write(Dataset.TRANSACTIONS, gone_block(["TX001", "TX003", "TX005"], T0 + timedelta(hours=1)))  # all of ACC1's payments
+        assert {(r["account_id"], r["device_id"]) for r in sink.scan("used", LOWEST, HIGHEST).to_pylist()} == {("ACC0", "DEV0")}
+        assert sink.counts() == {"Account": 1, "Merchant": 2, "Device": 1, "PAID": 2, "USED": 1}  # M0 (TX000), M1 (TX004)
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("backend", ["lancedb", "pinecone"])
+def test_vector_deletes_are_version_guarded_and_stay(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    from rayapp.sinks.views import HIGHEST, LOWEST
+
+    if backend == "lancedb":
+        sink = make_sink("vector", f"lancedb://{tmp_path / 'vec'}")
+    else:
+        host = request.getfixturevalue("pinecone_server")
+        sink = make_sink("vector", "pinecone://fraud-index", pinecone_api_key="test-key", pinecone_host=host)
+    h = timedelta(hours=1)
+
+    def held() -> list[str]:
+        sink._ids = None  # read afresh
+        return sorted(sink.scan("transaction_vectors", LOWEST, HIGHEST)["id"].to_pylist())
+
+    try:
+        sink.on_write_start()
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS, T0, 0.1))
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[:2], T0 - h, 0.0, with_vector=False))  # an old delete: ignored
+        assert held() == IDS
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[:2], T0 + h, 0.0, with_vector=False))  # a newer one deletes
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[:2], T0, 0.3))  # the older vector replayed: stays deleted
+        assert held() == IDS[2:]
+        sink.write(Dataset.TRANSACTION_VECTORS, vec_block(IDS[:1], T0 + 2 * h, 0.7))  # newer than the delete: back
+        assert held() == [IDS[0], *IDS[2:]]
+        sink.write(Dataset.TRANSACTION_VECTORS, repair(vec_block(IDS[1:2], T0, 0.2)))  # repair writes whatever the version
+        assert held() == IDS and sink.counts()["transactions"] == 6
+    finally:
+        sink.close()

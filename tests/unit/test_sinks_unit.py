@@ -122,8 +122,8 @@ def test_clickhouse_ddl_uses_replacing_merge_tree_on_the_key() -> None:
     from rayapp.sinks.clickhouse import ddl
 
     text = ddl(Dataset.DAILY_ACCOUNT_ACTIVITY)
-    assert "ENGINE = ReplacingMergeTree(_version) ORDER BY (account_id, activity_date) SETTINGS min_bytes_for_wide_part = " in text
-    assert "`account_id` String" in text and "`_version` UInt64" in text
+    assert "ENGINE = ReplacingMergeTree(_version, is_deleted) ORDER BY (account_id, activity_date) SETTINGS min_bytes_for_wide_part = " in text
+    assert "`account_id` String" in text and "`_version` UInt64" in text and "`is_deleted` UInt8" in text
 
 
 def test_graph_rows_of_a_block() -> None:
