@@ -30,6 +30,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+EXIT_MISMATCH = 4
 EXIT_BUSY = 75  # EX_TEMPFAIL: try again later
 EXIT_INTERRUPTED = 130
 #: Every exit code of a job (the README's table is this one).
@@ -38,6 +39,7 @@ EXIT_CODES = {
     EXIT_FAILED: "the run failed (its record says why)",
     EXIT_USAGE: "bad arguments or settings (nothing started, nothing recorded)",
     EXIT_PARTIAL: "partial: some batches went to the dead-letter queue (publish, replay_dlq, backfills, pipeline)",
+    EXIT_MISMATCH: "reconcile: a store still differs from the lake (run it with --repair)",
     EXIT_BUSY: "another run of the same stage holds the lease on this lake (nothing started, nothing recorded)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
@@ -140,6 +142,9 @@ def _run(job: Job, settings: Settings, args: argparse.Namespace, lake: Lake, led
     if result.status == "partial" and not getattr(args, "allow_partial", False):
         sys.stderr.write(f"error: {job.name} was partial: see `rayapp runs --run-id {run_id}` (--allow-partial exits 0)\n")
         return EXIT_PARTIAL
+    if result.status == "mismatch":
+        sys.stderr.write(f"error: {job.name}: a store differs from the lake: see `rayapp runs --run-id {run_id}`\n")
+        return EXIT_MISMATCH
     return EXIT_OK if result.status in ("succeeded", "partial") else EXIT_FAILED
 
 

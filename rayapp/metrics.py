@@ -69,3 +69,9 @@ def record_sink_write(store: str, dataset: str, seconds: float, ok: bool) -> Non
 def set_dlq_size(store: str, rows: int) -> None:
     """Rows waiting in the dead-letter queue per store."""
     _safe(lambda: _get("rayapp_dlq_rows", "gauge", "Rows in the dead-letter queue", ("store",)).set(rows, tags={"store": store}))
+
+
+def set_reconcile_mismatches(store: str, rows: int) -> None:
+    """Rows in which a store still differs from the lake after the last ``reconcile`` run."""
+    _safe(lambda: _get("rayapp_reconcile_mismatches", "gauge", "Rows a store differs from the lake by (last reconcile)",
+                       ("store",)).set(rows, tags={"store": store}))  # fmt: skip

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")
     writer_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles, with jitter).")
     writer_backoff_max_s: float = Field(default=20.0, ge=0, description="Longest retry delay.")
+    reconcile_range_rows: int = Field(default=500_000, ge=1, description="Lake rows per key range `reconcile` compares at a time (bounds its memory).")
     writer_breaker_cooldown_s: float = Field(default=30.0, ge=0, description="After 3 failed batches in a row a writer sends batches straight to the DLQ for this long, then tries one again.")
     writer_cpus: float = Field(default=0.1, gt=0, description="CPUs reserved per writer actor.")
     vector_min_score: float = Field(default=0.5, ge=0, le=1, description="Transactions with fraud_score >= this get vectors.")

@@ -98,13 +98,16 @@ def gold_tombstone_keys(lake: Lake, table: str, ch: Changes, days: list[str], ke
 
 
 def rebuilt_days(lake: Lake, table: str, ch: Changes) -> list[str] | None:
-    """Date partitions of a gold table rewritten since the watermark (None: all of them)."""
+    """Date partitions of a gold table rewritten (or emptied) since the watermark (None: all of them)."""
     if ch.since is None or table not in ch.since:
         return None
     now = pa.table(lake.open(table, ch.versions[table]).get_add_actions(flatten=True))
-    old = set(pa.table(lake.open(table, ch.since[table]).get_add_actions(flatten=True))["path"].to_pylist())
-    pairs = zip(now["path"].to_pylist(), now["partition.activity_date"].to_pylist())
-    return sorted({str(d) for p, d in pairs if p not in old})
+    old = pa.table(lake.open(table, ch.since[table]).get_add_actions(flatten=True))
+    now_files, old_files = set(now["path"].to_pylist()), set(old["path"].to_pylist())
+    added = {str(d) for p, d in zip(now["path"].to_pylist(), now["partition.activity_date"].to_pylist()) if p not in old_files}
+    # A date whose rows all left has its files removed and none added: its keys still need tombstones.
+    emptied = {str(d) for p, d in zip(old["path"].to_pylist(), old["partition.activity_date"].to_pylist()) if p not in now_files}
+    return sorted(added | emptied)
 
 
 __all__ = ["SOURCES", "GOLD_MERCHANT", "Changes", "find_changes", "gold_tombstone_keys", "rebuilt_days", "store_watermark", "watermark_stage"]

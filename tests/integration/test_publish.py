@@ -392,3 +392,126 @@ def test_killed_driver_then_rerun_is_exact(lake: tuple[Path, Path], tmp_path: Pa
     run = ledger.last_run("publish")
     assert run is not None and run.counts["dead_letters"] == 0
     assert_stores_match(settings)
+
+
+def _grown_lake(lake: tuple[Path, Path], tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of the module lake with the later files ingested too; returns its data dir and job args."""
+    module_data, later = lake
+    data = tmp_path / "data"
+    shutil.copytree(module_data, data)
+    landing = tmp_path / "landing"
+    shutil.copytree(later, landing)
+    args = ["--data-dir", str(data), "--set", f"landing_uri={landing}"]
+    _refresh_lake(args)
+    return data, args
+
+
+def test_deletes_reach_every_store(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    data, lake_args = _grown_lake(lake, tmp_path)
+    settings, args = _settings(data, tmp_path / "stores")
+    _run(publish_job, args)
+    assert_stores_match(settings)
+    before = expected(settings)
+
+    # Rebuild silver from the bronze of the first two files only: the later files' new transactions
+    # leave silver (change-feed deletes), their dates' gold rows shrink or vanish, their predictions
+    # are withdrawn, and the transactions they had updated go back to their earlier versions.
+    ledger = Ledger(Lake(settings))
+    first_ingest = sorted((r for r in ledger.runs() if r.job == "ingest" and r.status == "succeeded"), key=lambda r: r.started_at)[0]
+    bronze_first = first_ingest.versions_written["bronze/transactions"]
+    _run(b2s_job, lake_args + ["--full-refresh", "--as-of-version", str(bronze_first)])
+    _run(gold_job, lake_args)
+    _run(score_job, lake_args + ["--mode", "inline"])
+    score = ledger.last_run("score_transactions")
+    after = expected(settings)
+    gone = set(before["transactions"]) - set(after["transactions"])
+    assert gone and score is not None and score.counts["withdrawn"] == len({k for k in before["predictions"] if k[0] in gone})
+    assert set(before["daily_account_activity"]) - set(after["daily_account_activity"])  # whole gold rows left too
+
+    _run(publish_job, args)
+    run = ledger.last_run("publish")
+    assert run is not None and run.details["changes"]["postgres,clickhouse,graph,vector"]["deleted_transactions"] == len(gone)
+    assert_stores_match(settings)  # every store: exactly the lake, deletes included
+    _run(publish_job, args)  # a re-run sends nothing and resurrects nothing
+    again = ledger.last_run("publish")
+    assert again is not None and again.counts["rows_written"] == 0
+    assert_stores_match(settings)
+
+
+def _corrupt_stores(settings: Settings) -> dict[str, dict[str, int]]:
+    """Change each store behind the project's back; returns the differences made, per store and view."""
+    import clickhouse_connect
+    import ladybug
+    import lancedb
+    import psycopg
+
+    from rayapp.sinks.postgres import sqlalchemy_url
+    from rayapp.urls import url_path
+
+    exp = expected(settings)
+    ids = sorted(exp["transactions"])
+    with psycopg.connect(sqlalchemy_url(store("postgres").url(settings)).replace("postgresql+psycopg", "postgresql")) as c:
+        c.execute("DELETE FROM transactions WHERE transaction_id = ANY(%s)", (ids[:3],))  # 3 missing
+        c.execute("UPDATE transactions SET amount = amount + 1 WHERE transaction_id = %s", (ids[3],))  # 1 different
+        c.execute("INSERT INTO transactions (transaction_id, status, _version) VALUES ('TX-STRAY', 'settled', now())")  # 1 extra
+        c.execute("DELETE FROM predictions WHERE transaction_id = %s", (ids[4],))  # its predictions missing
+        lost_predictions = sum(1 for k in exp["predictions"] if k[0] == ids[4])
+    ch = clickhouse_connect.get_client(dsn=f"chdb://{url_path(store('clickhouse').url(settings))}")
+    acc = sorted(exp["daily_account_activity"])
+    ch.command(f"ALTER TABLE daily_account_activity DELETE WHERE account_id = '{acc[0][0]}' AND activity_date = '{acc[0][1]}'",
+               settings={"mutations_sync": 1})  # 1 missing
+    ch.command(f"INSERT INTO daily_account_activity (account_id, activity_date, txn_count, _version, is_deleted) "
+               f"VALUES ('{acc[1][0]}', '{acc[1][1]}', 999, 10000000, 0)")  # 1 different: a newer version with a wrong count
+    ch.close()
+    db = ladybug.Database(url_path(store("graph").url(settings)))
+    conn = ladybug.Connection(db)
+    paid = sorted(exp["paid"])
+    conn.execute(f"MATCH ()-[p:PAID {{transaction_id: '{paid[0]}'}}]->() DELETE p")  # a dropped relationship
+    conn.execute(f"MATCH ()-[p:PAID {{transaction_id: '{paid[1]}'}}]->() SET p.amount = p.amount * 2")  # a changed value
+    used = sorted(exp["used"])
+    conn.execute(f"MATCH (a:Account {{id: '{used[0][0]}'}})-[u:USED]->(d:Device {{id: '{used[0][1]}'}}) DELETE u")  # a dropped USED
+    conn.close()
+    db.close()
+    vec = lancedb.connect(url_path(store("vector").url(settings)))
+    merchant = sorted(exp["merchants"])[0]
+    vec.open_table("merchants").delete(f"id = '{merchant}'")  # a missing vector
+    vec.open_table("transactions").update(where=f"id = '{sorted(exp['risky'])[0]}'", values={"fraud_score": 0.01})  # different
+    return {
+        "postgres": {"transactions": 5, "predictions": lost_predictions},
+        "clickhouse": {"daily_account_activity": 2},
+        "graph": {"paid": 2, "used": 1},  # a dropped PAID leaves USED as it was (a relationship of its own)
+        "vector": {"merchant_vectors": 1, "transaction_vectors": 1},
+    }
+
+
+def test_reconcile_finds_each_corruption_and_repair_restores_parity(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    from jobs import reconcile as reconcile_job
+
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores", reconcile_range_rows=3000)  # several key ranges per view
+    _run(publish_job, args)
+    _run(reconcile_job, args)
+    ledger = Ledger(Lake(settings))
+    clean = ledger.last_run("reconcile")
+    assert clean is not None and clean.counts["mismatches"] == 0
+    assert clean.counts["postgres.checked"] == len(expected(settings)["transactions"]) + len(expected(settings)["predictions"]) + \
+        len(expected(settings)["daily_account_activity"]) + len(expected(settings)["merchant_daily_stats"])
+
+    made = _corrupt_stores(settings)
+    assert reconcile_job.entrypoint(args) == 4  # differences remain: its own exit code
+    found = ledger.last_run("reconcile", status=("mismatch",))
+    assert found is not None
+    for name, views in made.items():
+        got = {v: d["total"] for v, d in found.details["stores"][name]["views"].items() if d["total"]}
+        assert got == {v: n for v, n in views.items() if n}, name
+    pg = found.details["stores"]["postgres"]["views"]["transactions"]
+    assert (pg["missing"], pg["different"], pg["extra"]) == (3, 1, 1) and pg["examples"]["extra"] == ["TX-STRAY"]
+
+    _run(reconcile_job, args + ["--repair"])
+    repaired = ledger.last_run("reconcile")
+    assert repaired is not None and repaired.counts["repaired"] == repaired.counts["mismatches"] == sum(sum(v.values()) for v in made.values())
+    assert repaired.counts["remaining"] == 0
+    assert_stores_match(settings)  # the independent expectation agrees
+    _run(reconcile_job, args)
+    final = ledger.last_run("reconcile")
+    assert final is not None and final.counts["mismatches"] == 0
