@@ -27,13 +27,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (starts nothing, records nothing)")
     p.add_argument("--score-mode", choices=("serve", "inline"), default="serve", help="score_transactions --mode")
     p.add_argument("--allow-partial", action="store_true", help="exit 0 when publish was partial (dead letters)")
+    p.add_argument("--verify", action="store_true", help="end with `reconcile`: prove every store equals the lake (exit 4 if not)")
 
 
 def _validate(args: argparse.Namespace) -> None:
     from rayapp.errors import ConfigError
 
     for name in [*args.only, *args.skip]:
-        if name not in STAGES:
+        if name not in (*STAGES, "reconcile"):
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 
 
@@ -52,7 +53,7 @@ def _stages(settings: Settings, args: argparse.Namespace, current_run_id: str | 
     from rayapp.orchestrate import Stage, resume_point, select
 
     stages: list[Stage] = []
-    for name in STAGES:
+    for name in (*STAGES, *(("reconcile",) if args.verify else ())):
         try:
             spec: Job = importlib.import_module(f"jobs.{name}").SPEC
         except ModuleNotFoundError:
@@ -92,17 +93,18 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     outcome = run_stages(stages, ctx.run_id)
     if outcome.failed:
         raise RayappError(f"stage {outcome.failed} failed; later stages did not run (fix it, then `rayapp run pipeline --resume`)")
-    ran = [s["stage"] for s in outcome.stages if s["status"] in ("succeeded", "partial")]
+    ran = [s["stage"] for s in outcome.stages if s["status"] in ("succeeded", "partial", "mismatch")]
     partial = [s["stage"] for s in outcome.stages if s["status"] == "partial"]
+    mismatch = any(s["status"] == "mismatch" for s in outcome.stages)
     return JobResult(
         counts={"stages_run": len(ran)},
         details={"stages": outcome.stages, "resumed_from": resumed_from},
-        status="partial" if partial else "succeeded",
+        status="mismatch" if mismatch else "partial" if partial else "succeeded",
         summary=f"pipeline stages run: {', '.join(map(str, ran)) or 'none'}" + (f" (partial: {', '.join(partial)})" if partial else ""),
     )
 
 
-DESCRIPTION = "Run ingest -> bronze_to_silver -> silver_to_gold -> train (if needed) -> score -> publish"
+DESCRIPTION = "Run ingest -> bronze_to_silver -> silver_to_gold -> train (if needed) -> score -> publish (-> reconcile with --verify)"
 SPEC = Job("pipeline", DESCRIPTION, _body, _arguments, validate=_validate, plan=_plan)
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rayapp.errors import RayappError
-from rayapp.jobrun import EXIT_OK, EXIT_PARTIAL
+from rayapp.jobrun import EXIT_MISMATCH, EXIT_OK, EXIT_PARTIAL
 from rayapp.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def resume_point(ledger: Ledger, current_run_id: str | None) -> tuple[str | None
     """The last failed pipeline run before ``current_run_id`` and the stages it completed."""
     earlier = [r for r in ledger.runs(job="pipeline") if r.run_id != current_run_id]
     last = earlier[0] if earlier else None
-    if last is None or last.status in ("succeeded", "partial"):
+    if last is None or last.status in ("succeeded", "partial", "mismatch"):
         return None, set()
     done = {str(s["stage"]) for s in last.details.get("stages", []) if s.get("status") in ("succeeded", "partial")}
     if not last.details.get("stages"):  # the pipeline record died before its own end: ask the ledger
@@ -76,7 +76,7 @@ def run_stages(stages: list[Stage], pipeline_run_id: str) -> PipelineOutcome:
         logger.info("pipeline %s: stage %s", pipeline_run_id, s.name)
         print(f"\n== {s.name} ==", flush=True)
         code = s.run(pipeline_run_id)
-        status = "succeeded" if code == EXIT_OK else "partial" if code == EXIT_PARTIAL else "failed"
+        status = {EXIT_OK: "succeeded", EXIT_PARTIAL: "partial", EXIT_MISMATCH: "mismatch"}.get(code, "failed")
         out.stages.append({"stage": s.name, "status": status, "exit_code": code})
         if status == "failed":
             out.failed = s.name

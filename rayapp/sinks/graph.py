@@ -24,7 +24,7 @@ from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, con
 from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
 from rayapp.sinks.graph_plan import (ACCOUNT_PAID, ENDPOINTS, PAID_HELD, TOMBSTONES_HELD, USED_HELD, GraphRows, exact_used, graph_rows,
                                      newest, not_older_than, plan_paid, plan_used)
-from rayapp.sinks.views import VIEWS
+from rayapp.sinks.views import HIGHEST, LOWEST, VIEWS
 from rayapp.urls import url_path
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,14 @@ MATCH (a:Account {id: r.account_id})
 MATCH (m:Merchant {id: r.merchant_id})
 CREATE (a)-[:PAID {transaction_id: r.transaction_id, amount: r.amount, event_time: r.event_time, status: r.status,
                    fraud_score: r.fraud_score, version: r.version, device_id: r.device_id}]->(m)"""
+# On a server other writers may create the same payment between our read and our write: there it is
+# a MERGE on the relationship pattern (one write query is atomic), properties set after.
+MERGE_PAID = """UNWIND $rows AS r
+MATCH (a:Account {id: r.account_id})
+MATCH (m:Merchant {id: r.merchant_id})
+MERGE (a)-[p:PAID {transaction_id: r.transaction_id}]->(m)
+SET p.amount = r.amount, p.event_time = r.event_time, p.status = r.status, p.fraud_score = r.fraud_score, p.version = r.version,
+    p.device_id = r.device_id"""
 # USED keeps MERGE (concurrent writers on Neo4j widen one relationship, never create two), but only
 # for pairs that change the graph: FIND_USED returns the ranges held for a batch's accounts and
 # `plan_used` drops the rows inside them, which after the first batches is most of them.
@@ -87,12 +95,12 @@ DELETE_ORPHAN_DEVICES = "UNWIND $rows AS id MATCH (n:Device {id: id}) WHERE NOT 
 # What reconcile reads back, one key range at a time.
 SCAN_PAID = """UNWIND $rows AS r
 MATCH (a:Account)-[p:PAID]->(m:Merchant)
-WHERE p.transaction_id >= r.lo AND p.transaction_id < r.hi
+WHERE (r.lo IS NULL OR p.transaction_id >= r.lo) AND (r.hi IS NULL OR p.transaction_id < r.hi)
 RETURN p.transaction_id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.amount AS amount, p.status AS status,
        p.fraud_score AS fraud_score, p.event_time AS event_time"""
 SCAN_USED = """UNWIND $rows AS r
 MATCH (a:Account)-[u:USED]->(d:Device)
-WHERE a.id >= r.lo AND a.id < r.hi
+WHERE (r.lo IS NULL OR a.id >= r.lo) AND (r.hi IS NULL OR a.id < r.hi)
 RETURN a.id AS account_id, d.id AS device_id, u.first_seen AS first_seen, u.last_seen AS last_seen"""
 # Concurrent writers (a Neo4j server) take the write locks of the accounts a block touches first.
 LOCK_ACCOUNTS = "UNWIND $rows AS id MATCH (a:Account {id: id}) SET a._lock = true REMOVE a._lock"
@@ -128,11 +136,12 @@ COUNTS = {
 
 def _lock(tx: Any, rows: pa.Table) -> pa.Table:
     """What the graph holds for the block's transaction ids (``PAID_HELD``), read under the locks of
-    every account involved: on a server with concurrent writers (Neo4j), two writers holding the
-    same transaction serialise on its accounts, so it is never created twice."""
+    every account involved where the server takes locks (Neo4j): two writers holding the same
+    transaction serialise on its accounts. (FalkorDB runs one write query at a time; there the
+    MERGE of ``MERGE_PAID`` keeps a payment single.)"""
     ids = rows["transaction_id"].unique().to_pylist()
     held = tx.table(FIND_PAID, ids, PAID_HELD)
-    if not tx.concurrent:
+    if not tx.locks:
         return held
     locked: set[str] = set()
     while True:
@@ -147,7 +156,8 @@ def _lock(tx: Any, rows: pa.Table) -> pa.Table:
 def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) -> None:
     """Every statement for one block, in order (nodes before relationships), on ``tx``: a
     transaction of either backend, with ``run(query, rows)``, ``table(query, rows, schema)``,
-    ``records(table)`` and ``concurrent`` (whether other writers run transactions beside it).
+    ``records(table)``, ``concurrent`` (whether other writers run beside it: a server) and ``locks``
+    (whether it takes write locks: Neo4j).
 
     ``gone``: tombstones (transaction_id, account_id, device_id, version). A tombstone removes the
     older PAID relationship and is kept (``PaidTombstone``) so that an older version arriving later
@@ -182,7 +192,7 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     if paid.num_rows:
         to_delete, to_create = plan_paid(paid, held)
         tx.run(DELETE_PAID, tx.records(to_delete))
-        tx.run(CREATE_PAID, tx.records(to_create))
+        tx.run(MERGE_PAID if tx.concurrent else CREATE_PAID, tx.records(to_create))
         removed.append(held.filter(pc.is_in(held["transaction_id"], to_delete["transaction_id"])))
     if rows.used.num_rows:
         held_used = tx.table(FIND_USED, rows.used["account_id"].unique().to_pylist(), USED_HELD)
@@ -242,7 +252,9 @@ class GraphSink(StoreSink[BatchOptions]):
 
     def scan(self, view: str, lo: str, hi: str) -> pa.Table:
         query = {"paid": SCAN_PAID, "used": SCAN_USED}[view]
-        return self._open().table(query, [{"lo": lo, "hi": hi}], VIEWS[view].schema)
+        # Open ends as nulls: FalkorDB's index range scan finds nothing below a non-BMP bound.
+        bounds = {"lo": None if lo == LOWEST else lo, "hi": None if hi == HIGHEST else hi}
+        return self._open().table(query, [bounds], VIEWS[view].schema)
 
     def counts(self) -> dict[str, int]:
         backend = self._open()

@@ -23,8 +23,26 @@ from rayapp.urls import url_query
 STATEMENT_ROWS = 10_000
 
 
-def chunks(rows: list[Any]) -> list[list[Any]]:
-    return [rows[i : i + STATEMENT_ROWS] for i in range(0, len(rows), STATEMENT_ROWS)]
+#: FalkorDB 4.16's experimental Bolt server crashes on a RUN message over about 4 KB (measured:
+#: 3.8 KB passes, 4.7 KB kills the server), so its statements carry rows up to this many bytes.
+FALKORDB_MESSAGE_BYTES = 3000
+
+
+def chunks(rows: list[Any], max_bytes: int | None = None) -> list[list[Any]]:
+    """``rows`` in statements of at most ``STATEMENT_ROWS`` rows (and about ``max_bytes`` of parameters)."""
+    if max_bytes is None:
+        return [rows[i : i + STATEMENT_ROWS] for i in range(0, len(rows), STATEMENT_ROWS)]
+    out: list[list[Any]] = []
+    part: list[Any] = []
+    size = 0
+    for row in rows:
+        n = len(repr(row).encode())  # at least what PackStream sends for it
+        if part and (size + n > max_bytes or len(part) >= STATEMENT_ROWS):
+            out.append(part)
+            part, size = [], 0
+        part.append(row)
+        size += n
+    return out + [part] if part else out
 
 
 def _naive_utc(table: pa.Table) -> pa.Table:
@@ -36,6 +54,7 @@ class LadybugEngine:
     """Embedded Ladybug: prepared statements, Arrow results, one write transaction per block."""
 
     concurrent = False  # one process writes an embedded database
+    locks = False
 
     def __init__(self, path: str, schema: tuple[str, ...]) -> None:
         import ladybug
@@ -105,8 +124,9 @@ class Neo4jEngine:
 
     ``setup`` asks the server what it is: Neo4j gets the constraint DDL and concurrent writers lock
     the accounts a block touches; FalkorDB (Bolt + openCypher) has no constraint DDL over Bolt and
-    no temporal parameters, so it gets exact-match indexes and timestamps as epoch microseconds,
-    and its one-write-query-at-a-time execution already serialises writers."""
+    no temporal parameters, so it gets exact-match indexes, timestamps as epoch microseconds and
+    statements small enough for its Bolt server, and its one-write-query-at-a-time execution
+    already serialises writers."""
 
     def __init__(self, url: str, schema: tuple[str, ...], indexes: tuple[tuple[str, str], ...] = ()) -> None:
         from neo4j import GraphDatabase
@@ -118,57 +138,86 @@ class Neo4jEngine:
         auth = (parts.username or "neo4j", parts.password or "") if parts.username else None
         host = parts.hostname or "localhost"
         netloc = f"{host}:{parts.port}" if parts.port else host
-        self.database = url_query(url).get("database") or (parts.path.strip("/") or None)
-        self.driver = GraphDatabase.driver(urlunsplit((parts.scheme, netloc, "", "", "")), auth=auth)
+        query = url_query(url)
+        self.database = query.get("database") or (parts.path.strip("/") or None)
+        # Seconds to open a connection / to get one (handshake included): a server that does not
+        # answer is retried soon rather than after the driver's 60 s (FalkorDB's experimental Bolt
+        # can leave the first handshake after another client left unanswered).
+        timeouts = {k: float(query.get(k, "5")) for k in ("connection_timeout", "connection_acquisition_timeout")}
+        self.driver = GraphDatabase.driver(urlunsplit((parts.scheme, netloc, "", "", "")), auth=auth, **timeouts)
 
     def _dialect(self, session: Any) -> str:
         from neo4j.exceptions import Neo4jError
 
+        def values(query: str) -> list[list[Any]]:
+            return session.execute_read(lambda tx: tx.run(query).values())
+
         try:
-            names = [r[0] for r in session.run("CALL dbms.components() YIELD name RETURN name").values()]
-            if any("neo4j" in str(n).lower() for n in names):
+            if any("neo4j" in str(r[0]).lower() for r in values("CALL dbms.components() YIELD name RETURN name")):
                 return "neo4j"
         except Neo4jError:
             pass
-        procedures = [r[0] for r in session.run("CALL dbms.procedures() YIELD name RETURN name").values()]
+        procedures = [r[0] for r in values("CALL dbms.procedures() YIELD name RETURN name")]
         if any(str(p).startswith(("db.idx.", "algo.")) for p in procedures):
             return "falkordb"
         raise RuntimeError(f"graph server at {self.driver} is neither Neo4j nor FalkorDB (procedures: {procedures[:5]})")
 
     def setup(self) -> None:
+        from neo4j.exceptions import ServiceUnavailable
+
+        for attempt in range(3):
+            try:
+                return self._setup()
+            except ServiceUnavailable:
+                if attempt == 2:
+                    raise
+
+    def _setup(self) -> None:
+        from neo4j.exceptions import Neo4jError
+
+        # Everything in explicit transactions: they carry the database (FalkorDB: the graph) to use,
+        # which FalkorDB ignores on auto-commit queries.
         self.driver.verify_connectivity()
         with self.driver.session(database=self.database) as session:
             self.dialect = self._dialect(session)
             if self.dialect == "neo4j":
                 for q in self.schema:
-                    session.run(q).consume()
+                    session.run(q).consume()  # Neo4j runs schema commands in auto-commit transactions only
                 return
-            held = {(r[0], r[1]) for r in session.run(
-                "CALL db.indexes() YIELD label, properties UNWIND properties AS p RETURN label, p").values()}  # fmt: skip
-            for label, prop in self.indexes:
-                if (label, prop) not in held:
-                    session.run(f"CREATE INDEX FOR (n:{label}) ON (n.{prop})").consume()
-            if ("PAID", "transaction_id") not in held:
-                session.run("CREATE INDEX FOR ()-[r:PAID]-() ON (r.transaction_id)").consume()
+            def held() -> set[tuple[str, str]]:
+                return {(r[0], r[1]) for r in session.execute_read(lambda tx: tx.run(
+                    "CALL db.indexes() YIELD label, properties UNWIND properties AS p RETURN label, p").values())}  # fmt: skip
+
+            wanted = [(f"(n:{label})", label, prop) for label, prop in self.indexes] + [("()-[n:PAID]-()", "PAID", "transaction_id")]
+            for pattern, label, prop in wanted:
+                if (label, prop) in held():
+                    continue
+                try:
+                    session.execute_write(lambda tx, p=pattern, q=prop: tx.run(f"CREATE INDEX FOR {p} ON (n.{q})").consume())
+                except Neo4jError:
+                    if (label, prop) not in held():  # not another writer creating it at the same time
+                        raise
+
+    concurrent = True  # a server: other writer processes run beside this one
 
     @property
-    def concurrent(self) -> bool:
+    def locks(self) -> bool:
         return self.dialect == "neo4j"
 
     def write(self, fn: Callable[[Any], None]) -> None:
         # A managed write transaction: the driver retries the whole function on transient errors
         # and leader changes (it re-reads what the graph holds, so a retry decides afresh).
         with self.driver.session(database=self.database) as session:
-            session.execute_write(lambda tx: fn(_Neo4jTx(tx, self.concurrent, self.dialect == "falkordb")))
+            session.execute_write(lambda tx: fn(_Neo4jTx(tx, self.locks, self.dialect == "falkordb")))
 
     def scalar(self, query: str) -> int:
         with self.driver.session(database=self.database) as session:
-            return int(session.run(query).single()[0])
+            return int(session.execute_read(lambda tx: tx.run(query).single()[0]))
 
     def table(self, query: str, rows: list[Any], schema: pa.Schema) -> pa.Table:
         """A read outside a write transaction (reconcile)."""
         with self.driver.session(database=self.database) as session:
-            return session.execute_read(lambda tx: _Neo4jTx(tx, False, self.dialect == "falkordb").table(query, rows, schema))
+            return session.execute_read(lambda tx: _Neo4jTx(tx, self.locks, self.dialect == "falkordb").table(query, rows, schema))
 
     def close(self) -> None:
         self.driver.close()
@@ -200,18 +249,21 @@ def _epoch_us(table: pa.Table) -> pa.Table:
 class _Neo4jTx:
     """What a write function sees inside a Bolt transaction (same methods as the Ladybug engine)."""
 
-    def __init__(self, tx: Any, concurrent: bool, epoch_times: bool) -> None:
+    concurrent = True
+
+    def __init__(self, tx: Any, locks: bool, falkordb: bool) -> None:
         self.tx = tx
-        self.concurrent = concurrent
-        self.epoch_times = epoch_times
+        self.locks = locks
+        self.falkordb = falkordb
+        self.max_bytes = FALKORDB_MESSAGE_BYTES if falkordb else None
 
     def run(self, query: str, rows: list[Any]) -> None:
-        for chunk in chunks(rows):
+        for chunk in chunks(rows, self.max_bytes):
             self.tx.run(query, rows=chunk).consume()
 
     def table(self, query: str, rows: list[Any], schema: pa.Schema) -> pa.Table:
-        values = [v for chunk in chunks(rows) for v in self.tx.run(query, rows=chunk).values()]
+        values = [v for chunk in chunks(rows, self.max_bytes) for v in self.tx.run(query, rows=chunk).values()]
         return _table(values, schema)
 
     def records(self, table: pa.Table) -> list[dict[str, Any]]:
-        return to_records(_epoch_us(table) if self.epoch_times else table)
+        return to_records(_epoch_us(table) if self.falkordb else table)

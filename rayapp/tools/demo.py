@@ -23,7 +23,7 @@ def run_demo(settings: Settings, rows: int, seed: int, files: int, jobs: dict[st
         raise RayappError("demo: --rows must be ≥ 1")
     steps: list[tuple[str, dict[str, object]]] = [("generate", {"rows": rows, "seed": seed, "files": files})]
     if "pipeline" in jobs:
-        steps.append(("pipeline", {}))
+        steps.append(("pipeline", {"verify": "reconcile" in jobs}))
     else:
         steps += [(name, {}) for name in DEMO_STAGES if name in jobs]
     for name, options in steps:
@@ -100,3 +100,11 @@ def _print_stores(settings: Settings, ledger: Ledger) -> None:
             sink.close()
         print(f"{store:<11} {sink.display_url}\n            holds: {held}\n            look:  {sink.example_query()}")
     print("rayapp run replay_dlq                         # re-send batches a store refused (see `rayapp runs`)")
+    check = ledger.last_run("reconcile", status=("succeeded", "mismatch"))
+    if check is not None:
+        print("\n== parity with the lake (`rayapp run reconcile`) ==")
+        for store in stores():
+            if f"{store}.checked" in check.counts:
+                c = check.counts
+                verdict = "equal" if not c[f"{store}.remaining"] else f"{c[f'{store}.remaining']} differences"
+                print(f"{store:<11} {verdict}: {c[f'{store}.checked']} rows checked by key and content")

@@ -60,6 +60,8 @@ def test_demo_then_runs(tmp_path: Path) -> None:
         assert any(line.startswith(store) for line in demo.stdout.splitlines()), store
         assert held in demo.stdout
     assert "unavailable" not in demo.stdout.split("== serving stores")[1]
+    parity = demo.stdout.split("== parity with the lake")[1].splitlines()[1:5]  # the demo ends with a parity line per store
+    assert [line.split()[:2] for line in parity] == [["postgres", "equal:"], ["clickhouse", "equal:"], ["graph", "equal:"], ["vector", "equal:"]]
 
     again = _rayapp("run", "ingest", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -71,11 +73,11 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     lines = runs.stdout.strip().splitlines()
     assert lines[0].startswith("RUN ID")
     assert [line.split()[1] for line in lines[1:]] == [
-        "ingest", "publish", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "pipeline",
+        "ingest", "reconcile", "publish", "score_transactions", "train_fraud_model", "silver_to_gold", "bronze_to_silver", "ingest", "pipeline",
         "generate",
     ]  # fmt: skip
     assert all(" succeeded " in line for line in lines[1:])
 
-    run_id = lines[7].split()[0]
+    run_id = lines[8].split()[0]
     one = _rayapp("runs", "--run-id", run_id, cwd=tmp_path)
     assert '"rows_written": 20000' in one.stdout

@@ -95,6 +95,9 @@ class FakeSession:
             raise self.driver.failures.pop(0)
         return fn(FakeTransaction(self), *args, **kwargs)
 
+    def execute_read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(FakeTransaction(self), *args, **kwargs)
+
 
 class FakeTransaction:
     def __init__(self, session: FakeSession) -> None:
