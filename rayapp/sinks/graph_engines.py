@@ -26,6 +26,8 @@ STATEMENT_ROWS = 10_000
 #: FalkorDB 4.16's experimental Bolt server crashes on a RUN message over about 4 KB (measured:
 #: 3.8 KB passes, 4.7 KB kills the server), so its statements carry rows up to this many bytes.
 FALKORDB_MESSAGE_BYTES = 3000
+#: Floats sent to FalkorDB as integers of this many units (9 decimals).
+FLOAT_SCALE = 1_000_000_000
 
 
 def chunks(rows: list[Any], max_bytes: int | None = None) -> list[list[Any]]:
@@ -258,12 +260,40 @@ class _Neo4jTx:
         self.max_bytes = FALKORDB_MESSAGE_BYTES if falkordb else None
 
     def run(self, query: str, rows: list[Any]) -> None:
+        query = _with_floats(query, rows)
         for chunk in chunks(rows, self.max_bytes):
             self.tx.run(query, rows=chunk).consume()
 
     def table(self, query: str, rows: list[Any], schema: pa.Schema) -> pa.Table:
+        query = _with_floats(query, rows)
         values = [v for chunk in chunks(rows, self.max_bytes) for v in self.tx.run(query, rows=chunk).values()]
         return _table(values, schema)
 
     def records(self, table: pa.Table) -> list[dict[str, Any]]:
-        return to_records(_epoch_us(table) if self.falkordb else table)
+        if not self.falkordb:
+            return to_records(table)
+        # FalkorDB reads a float parameter through a 6-decimal text form (0.000567297 arrives as
+        # 0.000567) and its toFloat() is single precision; integers arrive exact. So floats travel
+        # as integers in units of 1e-9 and the statement divides them back.
+        floats = [f.name for f in table.schema if pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)]
+        rows = _FloatRows(to_records(_epoch_us(table)))
+        for row in rows:
+            for name in floats:
+                if row[name] is not None:
+                    row[name] = round(float(row[name]) * FLOAT_SCALE)
+        rows.float_fields = tuple(floats)
+        return rows
+
+
+class _FloatRows(list):  # type: ignore[type-arg]
+    """Rows whose ``float_fields`` are sent as scaled integers (FalkorDB)."""
+
+    float_fields: tuple[str, ...] = ()
+
+
+def _with_floats(query: str, rows: list[Any]) -> str:
+    import re
+
+    for name in getattr(rows, "float_fields", ()):
+        query = re.sub(rf"\br\.{name}\b", f"(r.{name} / {FLOAT_SCALE}.0)", query)
+    return query

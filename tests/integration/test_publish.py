@@ -142,12 +142,41 @@ def clickhouse_state(settings: Settings) -> dict[str, Any]:
         c.close()
 
 
+PAID_Q = "MATCH (a:Account)-[p:PAID]->(m:Merchant) RETURN p.transaction_id, a.id, m.id, p.amount, p.status, p.fraud_score"
+USED_Q = "MATCH (a:Account)-[u:USED]->(d:Device) RETURN a.id, d.id, u.first_seen, u.last_seen"
+
+
+def _bolt_graph_state(url: str) -> dict[str, Any]:
+    """The graph as the neo4j driver reads it from a Bolt server (FalkorDB keeps times as epoch µs)."""
+    from datetime import datetime, timedelta
+
+    from neo4j import GraphDatabase
+
+    from rayapp.urls import url_query
+
+    def t(v: Any) -> Any:
+        return datetime(1970, 1, 1) + timedelta(microseconds=v) if isinstance(v, int) else v
+
+    base, _, _ = url.partition("?")
+    with GraphDatabase.driver(base, auth=None, connection_timeout=5, connection_acquisition_timeout=5) as driver:
+        with driver.session(database=url_query(url).get("database")) as session:
+            def rows(q: str) -> list[list[Any]]:
+                return session.execute_read(lambda tx: tx.run(q).values())
+
+            paid, used = rows(PAID_Q), rows(USED_Q)
+    return {"paid": {r[0]: (r[1], r[2], _r(r[3]), r[4], _r(r[5])) for r in paid}, "paid_count": len(paid),
+            "used": {(r[0], r[1]): (t(r[2]), t(r[3])) for r in used}, "used_count": len(used)}  # fmt: skip
+
+
 def graph_state(settings: Settings) -> dict[str, Any]:
     import ladybug
 
     from rayapp.urls import url_path
 
-    db = ladybug.Database(url_path(store("graph").url(settings)))
+    url = store("graph").url(settings)
+    if url.startswith("bolt://"):
+        return _bolt_graph_state(url)
+    db = ladybug.Database(url_path(url))
     conn = ladybug.Connection(db)
 
     def rows(q: str) -> list[list[Any]]:
@@ -515,3 +544,78 @@ def test_reconcile_finds_each_corruption_and_repair_restores_parity(lake: tuple[
     _run(reconcile_job, args)
     final = ledger.last_run("reconcile")
     assert final is not None and final.counts["mismatches"] == 0
+
+
+def _graph_paid_count(url: str) -> int:
+    try:
+        return _bolt_graph_state(url)["paid_count"]
+    except Exception:  # noqa: BLE001 - not reachable yet
+        return 0
+
+
+def test_graph_on_a_bolt_server_end_to_end(lake: tuple[Path, Path], tmp_path: Path, falkordb: str) -> None:
+    """The neo4j path on a real Bolt/openCypher server (FalkorDB): publish with a writer killed
+    mid-stream, a re-run that writes nothing, and reconcile finding and repairing a dropped payment."""
+    from jobs import reconcile as reconcile_job
+
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores", graph_url=falkordb, graph_batch_rows=1000)
+    graph_args = args + ["--store", "graph"]
+    killed: list[int] = []
+
+    def killer() -> None:  # kill one writer mid-stream: its batches are retried on a fresh actor
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            pids = _writer_pids()
+            if pids and _graph_paid_count(falkordb) > 0:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.2)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    _run(publish_job, graph_args)
+    t.join()
+    assert killed
+    exp = expected(settings)
+    g = graph_state(settings)
+    assert g["paid_count"] == len(exp["paid"]) and g["paid"] == exp["paid"]
+    assert g["used_count"] == len(exp["used"]) and g["used"] == exp["used"]
+    _run(publish_job, graph_args)  # nothing new: nothing written
+    run = Ledger(Lake(settings)).last_run("publish")
+    assert run is not None and run.counts["graph.written"] == 0
+
+    # Corruption behind the project's back, found and repaired by reconcile over Bolt.
+    from neo4j import GraphDatabase
+
+    victim = sorted(exp["paid"])[0]
+    with GraphDatabase.driver(falkordb.partition("?")[0], auth=None) as driver, driver.session(database="rayapp") as session:
+        session.execute_write(lambda tx: tx.run("MATCH ()-[p:PAID {transaction_id: $id}]->() DELETE p", id=victim).consume())
+    assert reconcile_job.entrypoint(args + ["--store", "graph"]) == 4
+    found = Ledger(Lake(settings)).last_run("reconcile", status=("mismatch",))
+    assert found is not None and found.details["stores"]["graph"]["views"]["paid"]["examples"] == {"missing": [victim]}
+    _run(reconcile_job, args + ["--store", "graph", "--repair"])
+    assert graph_state(settings)["paid"] == exp["paid"]
+
+
+def test_graph_server_outage_dead_letters_then_replay(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.servers import start_falkordb, stop
+
+    data, _ = lake
+    proc, port = start_falkordb(tmp_path / "falkordb")
+    stop(proc)  # the server is down: every graph batch fails and waits in the dead-letter queue
+    url = f"bolt://127.0.0.1:{port}?database=rayapp"
+    settings, args = _settings(data, tmp_path / "stores", graph_url=url, writer_retries=2)
+    assert publish_job.entrypoint(args + ["--store", "graph"]) == 3
+    ledger = Ledger(Lake(settings))
+    pending = ledger.dead_letters(store="graph")
+    run = ledger.last_run("publish", status=("partial",))
+    assert run is not None and pending and sum(d.rows for d in pending) == run.counts["graph.failed"] == len(expected(settings)["transactions"])
+    proc, _ = start_falkordb(tmp_path / "falkordb-back", port=port)  # back, where its clients expect it
+    try:
+        _run(replay_job, args + ["--store", "graph"])
+        assert ledger.dead_letters(store="graph") == []
+        exp, g = expected(settings), graph_state(settings)
+        assert g["paid"] == exp["paid"] and g["used"] == exp["used"]
+    finally:
+        stop(proc)
