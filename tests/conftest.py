@@ -11,7 +11,9 @@ import pytest
 
 os.environ.setdefault("RAYAPP_LOG_FORMAT", "text")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Keep the runner's own RAYAPP_* settings from leaking into tests.
+#: Opt-in real servers (README "Tests against real servers"): RAYAPP_IT_* read here, before the
+#: runner's own RAYAPP_* settings are kept from leaking into tests.
+IT = {k: v for k, v in os.environ.items() if k.startswith("RAYAPP_IT_")}
 for _k in list(os.environ):
     if _k.startswith("RAYAPP_") and _k != "RAYAPP_LOG_FORMAT":
         del os.environ[_k]
@@ -128,3 +130,35 @@ def falkordb(tmp_path: Path) -> Iterator[str]:
     proc, port = start_falkordb(tmp_path / "falkordb")
     yield f"bolt://127.0.0.1:{port}?database=rayapp"
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL *server* (not pgserver): RAYAPP_IT_POSTGRES_URL when set, else Debian's
+    PostgreSQL 15 from /usr/lib/postgresql/15/bin started here. CI installs the latter and sets
+    RAYAPP_REQUIRE_SERVERS=1, so there a missing server fails instead of skipping."""
+    from tests.servers import PG15_BIN, start_postgres15, stop_postgres15
+
+    if IT.get("RAYAPP_IT_POSTGRES_URL"):
+        yield IT["RAYAPP_IT_POSTGRES_URL"]
+        return
+    if not (PG15_BIN / "initdb").exists():
+        if os.environ.get("RAYAPP_REQUIRE_SERVERS"):
+            pytest.fail(f"no PostgreSQL server: {PG15_BIN} is missing and RAYAPP_IT_POSTGRES_URL is unset")
+        pytest.skip("no PostgreSQL server here (apt-get install postgresql-15, or set RAYAPP_IT_POSTGRES_URL)")
+    root, port = start_postgres15()
+    yield f"postgresql://rayapp@127.0.0.1:{port}/postgres"
+    stop_postgres15(root)
+
+
+def fresh_postgres_database(url: str, name: str) -> str:
+    """A new, empty database on the server at ``url`` (dropped first if a run left it); its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))

@@ -65,3 +65,48 @@ def start_falkordb(workdir: Path, attempts: int = 5, port: int | None = None) ->
             time.sleep(0.1)
         stop(proc)  # type: ignore[arg-type]
     raise RuntimeError(f"FalkorDB did not start in {attempts} attempts (see {workdir})")
+
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def start_postgres15(attempts: int = 5) -> tuple[Path, int]:
+    """Debian's PostgreSQL 15 server in a fresh data directory (trust auth, user ``rayapp``), on a
+    free port of 127.0.0.1 (another draw when the port was taken first); returns the directory
+    (pass it to ``stop_postgres15``) and the port. As root it runs as the ``postgres`` user."""
+    import os
+    import shutil
+    import socket
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="rayapp-pg15-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run([*as_user, str(PG15_BIN / "initdb"), "-D", str(data), "-U", "rayapp", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+                   check=True, capture_output=True)  # fmt: skip
+    for _ in range(attempts):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        started = subprocess.run(
+            [*as_user, str(PG15_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start",
+             "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if started.returncode == 0:
+            return root, port
+        if "already in use" not in (root / "server.log").read_text(errors="replace"):
+            raise RuntimeError(f"PostgreSQL 15 did not start: {started.stderr[-500:]}")
+    raise RuntimeError("PostgreSQL 15: no free port in {attempts} attempts")
+
+
+def stop_postgres15(root: Path) -> None:
+    import os
+    import shutil
+
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_user, str(PG15_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)

@@ -619,3 +619,109 @@ def test_graph_server_outage_dead_letters_then_replay(lake: tuple[Path, Path], t
         assert g["paid"] == exp["paid"] and g["used"] == exp["used"]
     finally:
         stop(proc)
+
+
+# ---- real servers: PostgreSQL 15 on every run; the others opt in (RAYAPP_IT_*, see the README) --------
+
+
+def test_postgres_server_publish_repair_and_rerun(lake: tuple[Path, Path], tmp_path: Path, postgres_server: str) -> None:
+    """The server path of the PostgreSQL store (a pool of writer actors, migrations under an advisory
+    lock, COPY + upsert, tombstones) against a real server, reconciled and repaired."""
+    import psycopg
+
+    from jobs import reconcile as reconcile_job
+    from tests.conftest import fresh_postgres_database
+
+    data, _ = lake
+    url = fresh_postgres_database(postgres_server, f"rayapp_it_{os.getpid()}")
+    settings, args = _settings(data, tmp_path / "stores", postgres_url=url, writer_batch_rows=2000)
+    pg_args = args + ["--store", "postgres"]
+    _run(publish_job, pg_args)
+    exp, pg = expected(settings), postgres_state(settings)
+    for table in ("transactions", "predictions", "daily_account_activity", "merchant_daily_stats"):
+        assert pg[table] == exp[table], table
+    _run(publish_job, pg_args)
+    run = Ledger(Lake(settings)).last_run("publish")
+    assert run is not None and run.counts["postgres.written"] == 0
+    with psycopg.connect(url) as c:
+        c.execute("DELETE FROM transactions WHERE transaction_id = %s", (sorted(exp["transactions"])[0],))
+    assert reconcile_job.entrypoint(args + ["--store", "postgres"]) == 4
+    _run(reconcile_job, args + ["--store", "postgres", "--repair"])
+    assert postgres_state(settings)["transactions"] == exp["transactions"]
+
+
+def _opt_in(name: str) -> dict[str, str]:
+    from tests.conftest import IT
+
+    wanted = {"clickhouse": ["RAYAPP_IT_CLICKHOUSE_URL"], "neo4j": ["RAYAPP_IT_NEO4J_URL"],
+              "pinecone": ["RAYAPP_IT_PINECONE_API_KEY", "RAYAPP_IT_PINECONE_INDEX"],
+              "s3": ["RAYAPP_IT_S3_ENDPOINT", "RAYAPP_IT_S3_ACCESS_KEY_ID", "RAYAPP_IT_S3_SECRET_ACCESS_KEY", "RAYAPP_IT_S3_BUCKET"]}[name]  # fmt: skip
+    missing = [k for k in wanted if not IT.get(k)]
+    if missing:
+        pytest.skip(f"opt-in: set {', '.join(missing)} (cluster/compose.yaml starts these servers)")
+    return IT
+
+
+@pytest.mark.parametrize("server", ["clickhouse", "neo4j", "pinecone"])
+def test_opt_in_server_publish_and_reconcile(lake: tuple[Path, Path], tmp_path: Path, server: str) -> None:
+    """publish, re-run and reconcile against a real ClickHouse, Neo4j or Pinecone (scratch ones: the
+    test empties what it writes to first)."""
+    from jobs import reconcile as reconcile_job
+
+    it = _opt_in(server)
+    data, _ = lake
+    if server == "clickhouse":
+        from rayapp.sinks.clickhouse import client_for
+
+        c = client_for(it["RAYAPP_IT_CLICKHOUSE_URL"])
+        c.command("DROP DATABASE IF EXISTS rayapp_it SYNC")
+        c.command("CREATE DATABASE rayapp_it")
+        c.close()
+        extra, name = {"clickhouse_url": f"{it['RAYAPP_IT_CLICKHOUSE_URL'].rstrip('/')}/rayapp_it"}, "clickhouse"  # the server URL, no database
+    elif server == "neo4j":
+        from rayapp.sinks.graph_engines import Neo4jEngine
+
+        url = it["RAYAPP_IT_NEO4J_URL"]
+        engine = Neo4jEngine(url, ())
+        with engine.driver.session(database=engine.database) as session:
+            session.run("MATCH (n) DETACH DELETE n").consume()
+        engine.close()
+        extra, name = {"graph_url": url}, "graph"
+    else:
+        from pinecone import Pinecone
+
+        index = Pinecone(api_key=it["RAYAPP_IT_PINECONE_API_KEY"]).Index(
+            host=it.get("RAYAPP_IT_PINECONE_HOST") or Pinecone(api_key=it["RAYAPP_IT_PINECONE_API_KEY"]).describe_index(it["RAYAPP_IT_PINECONE_INDEX"]).host)
+        for ns in ("merchants", "transactions", "merchants__tombstones", "transactions__tombstones"):
+            try:
+                index.delete(delete_all=True, namespace=ns)
+            except Exception:  # noqa: BLE001 - a namespace that does not exist yet
+                pass
+        extra = {"vector_url": f"pinecone://{it['RAYAPP_IT_PINECONE_INDEX']}", "pinecone_api_key": it["RAYAPP_IT_PINECONE_API_KEY"],
+                 **({"pinecone_host": it["RAYAPP_IT_PINECONE_HOST"]} if it.get("RAYAPP_IT_PINECONE_HOST") else {})}  # fmt: skip
+        name = "vector"
+    settings, args = _settings(data, tmp_path / "stores", **extra)
+    _run(publish_job, args + ["--store", name])
+    _run(reconcile_job, args + ["--store", name])
+    check = Ledger(Lake(settings)).last_run("reconcile")
+    assert check is not None and check.counts[f"{name}.mismatches"] == 0 and check.counts[f"{name}.checked"] > 0
+    _run(publish_job, args + ["--store", name])
+    run = Ledger(Lake(settings)).last_run("publish")
+    assert run is not None and run.counts[f"{name}.written"] == 0
+
+
+def test_opt_in_s3_lake_pipeline_and_reconcile(tmp_path: Path) -> None:
+    """The whole pipeline on an S3 lake of a real object store (MinIO), ending in parity."""
+    import uuid
+
+    it = _opt_in("s3")
+    lake_uri = f"s3://{it['RAYAPP_IT_S3_BUCKET']}/rayapp-it-{uuid.uuid4().hex[:8]}"
+    sets = {"lake_uri": lake_uri, "s3_endpoint_url": it["RAYAPP_IT_S3_ENDPOINT"], "s3_access_key_id": it["RAYAPP_IT_S3_ACCESS_KEY_ID"],
+            "s3_secret_access_key": it["RAYAPP_IT_S3_SECRET_ACCESS_KEY"], "s3_region": it.get("RAYAPP_IT_S3_REGION", "us-east-1")}  # fmt: skip
+    settings, args = _settings(tmp_path / "data", tmp_path / "stores", **sets)
+    from jobs import pipeline as pipeline_job
+
+    _run(generate_job, args + ["--rows", "4000", "--files", "2"])
+    _run(pipeline_job, args + ["--score-mode", "inline", "--verify"])
+    check = Ledger(Lake(settings)).last_run("reconcile")
+    assert check is not None and check.counts["mismatches"] == 0

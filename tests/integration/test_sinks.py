@@ -420,7 +420,7 @@ def repair(block: pa.Table) -> pa.Table:
 
 
 TXN_STORES = {"postgres": ("pgserver://{}", "transactions"), "clickhouse": ("chdb://{}", "transactions"), "graph": ("ladybug://{}", "paid"),
-              "falkordb": ("(the falkordb fixture)", "paid")}  # fmt: skip
+              "falkordb": ("(the falkordb fixture)", "paid"), "postgres15": ("(the postgres_server fixture)", "transactions")}  # fmt: skip
 
 
 def _graph_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -435,8 +435,16 @@ def test_tombstones_delete_older_rows_and_keep_them_deleted(tmp_path: Path, kind
     from rayapp.sinks.views import HIGHEST, LOWEST
 
     url, view = TXN_STORES[kind]
-    name = "graph" if kind == "falkordb" else kind
-    sink = make_sink(name, _graph_url(kind, tmp_path, request) if kind == "falkordb" else url.format(tmp_path / name))
+    name = {"falkordb": "graph", "postgres15": "postgres"}.get(kind, kind)
+    if kind == "falkordb":
+        url = _graph_url(kind, tmp_path, request)
+    elif kind == "postgres15":  # a PostgreSQL server, a database of this test's own
+        from tests.conftest import fresh_postgres_database
+
+        url = fresh_postgres_database(request.getfixturevalue("postgres_server"), "rayapp_it_tombstones")
+    else:
+        url = url.format(tmp_path / name)
+    sink = make_sink(name, url)
     h = timedelta(hours=1)
 
     def held() -> dict[str, str]:
