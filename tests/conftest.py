@@ -162,3 +162,14 @@ def fresh_postgres_database(url: str, name: str) -> str:
         c.execute(f'CREATE DATABASE "{name}"')
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+@pytest.fixture
+def clickhouse_http(tmp_path: Path) -> Iterator[str]:
+    """ClickHouse's HTTP interface over a real ClickHouse engine (chDB; tests/fakes/chdb_http.py):
+    ``http://default:@127.0.0.1:<port>/default``, for the store's server path."""
+    from tests.servers import start_reporting_port, stop
+
+    proc, port = start_reporting_port("tests.fakes.chdb_http", "--path", str(tmp_path / "chdb-http"))
+    yield f"http://default:@127.0.0.1:{port}/default"
+    stop(proc)

@@ -725,3 +725,26 @@ def test_opt_in_s3_lake_pipeline_and_reconcile(tmp_path: Path) -> None:
     _run(pipeline_job, args + ["--score-mode", "inline", "--verify"])
     check = Ledger(Lake(settings)).last_run("reconcile")
     assert check is not None and check.counts["mismatches"] == 0
+
+
+def test_clickhouse_over_http_publish_reconcile_and_read_clickhouse_backfill(lake: tuple[Path, Path], tmp_path: Path,
+                                                                             clickhouse_http: str) -> None:  # fmt: skip
+    """The store's server path (clickhouse-connect over HTTP, a pool of writer actors) and Ray Data's
+    ``read_clickhouse`` backfill, against ClickHouse's HTTP interface over a real engine (chDB)."""
+    from jobs import clickhouse_to_graph, clickhouse_to_vectors
+    from jobs import reconcile as reconcile_job
+
+    data, _ = lake
+    settings, args = _settings(data, tmp_path / "stores", clickhouse_url=clickhouse_http, writer_batch_rows=2000)
+    _run(publish_job, args + ["--store", "clickhouse"])
+    exp, ch = expected(settings), clickhouse_state(settings)
+    for table in ("transactions", "predictions", "daily_account_activity", "merchant_daily_stats"):
+        assert ch[table] == exp[table], table
+    _run(reconcile_job, args + ["--store", "clickhouse"])
+    check = Ledger(Lake(settings)).last_run("reconcile")
+    assert check is not None and check.counts["clickhouse.mismatches"] == 0
+    _run(clickhouse_to_graph, args)  # Ray Data's read_clickhouse: a server URL
+    _run(clickhouse_to_vectors, args)
+    g, v = graph_state(settings), vector_state(settings)
+    assert g["paid"] == exp["paid"] and g["used"] == exp["used"]
+    assert sorted(v["merchants"]) == sorted(exp["merchants"]) and sorted(v["risky"]) == sorted(exp["risky"])

@@ -420,7 +420,8 @@ def repair(block: pa.Table) -> pa.Table:
 
 
 TXN_STORES = {"postgres": ("pgserver://{}", "transactions"), "clickhouse": ("chdb://{}", "transactions"), "graph": ("ladybug://{}", "paid"),
-              "falkordb": ("(the falkordb fixture)", "paid"), "postgres15": ("(the postgres_server fixture)", "transactions")}  # fmt: skip
+              "falkordb": ("(the falkordb fixture)", "paid"), "postgres15": ("(the postgres_server fixture)", "transactions"),
+              "clickhouse_http": ("(the clickhouse_http fixture)", "transactions")}  # fmt: skip
 
 
 def _graph_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -435,13 +436,15 @@ def test_tombstones_delete_older_rows_and_keep_them_deleted(tmp_path: Path, kind
     from rayapp.sinks.views import HIGHEST, LOWEST
 
     url, view = TXN_STORES[kind]
-    name = {"falkordb": "graph", "postgres15": "postgres"}.get(kind, kind)
+    name = {"falkordb": "graph", "postgres15": "postgres", "clickhouse_http": "clickhouse"}.get(kind, kind)
     if kind == "falkordb":
         url = _graph_url(kind, tmp_path, request)
     elif kind == "postgres15":  # a PostgreSQL server, a database of this test's own
         from tests.conftest import fresh_postgres_database
 
         url = fresh_postgres_database(request.getfixturevalue("postgres_server"), "rayapp_it_tombstones")
+    elif kind == "clickhouse_http":  # ClickHouse over HTTP
+        url = str(request.getfixturevalue("clickhouse_http"))
     else:
         url = url.format(tmp_path / name)
     sink = make_sink(name, url)

@@ -102,3 +102,19 @@ def test_dockerfile_pins_ray_image() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{RAY_VERSION}-py311-cpu" in text
     assert "torch==2.13.0" in text
+
+
+def test_compose_file_has_the_servers_the_opt_in_tests_use() -> None:
+    import yaml
+
+    from tests.conftest import REPO
+
+    text = (REPO / "cluster" / "compose.yaml").read_text()
+    services = yaml.safe_load(text)["services"]
+    assert {"postgres", "clickhouse", "neo4j", "minio"} <= set(services)
+    assert all("healthcheck" in services[s] for s in ("postgres", "clickhouse", "neo4j", "minio"))
+    assert services["postgres"]["image"] == "postgres:16" and services["neo4j"]["image"] == "neo4j:5"
+    tests = (REPO / "tests" / "integration" / "test_publish.py").read_text() + (REPO / "tests" / "conftest.py").read_text()
+    for var in ("RAYAPP_IT_POSTGRES_URL", "RAYAPP_IT_CLICKHOUSE_URL", "RAYAPP_IT_NEO4J_URL", "RAYAPP_IT_S3_ENDPOINT",
+                "RAYAPP_IT_S3_BUCKET", "RAYAPP_IT_PINECONE_API_KEY"):  # fmt: skip
+        assert var in text and var in tests, var  # documented where the servers start, read where the tests run
