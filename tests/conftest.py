@@ -119,7 +119,7 @@ def s3_bucket(s3_server: dict[str, str]) -> str:
 
 @pytest.fixture
 def falkordb(tmp_path: Path) -> Iterator[str]:
-    """A FalkorDB server (Bolt + openCypher) of the test's own: ``bolt://127.0.0.1:<port>?database=rayapp``.
+    """A FalkorDB server (Bolt + openCypher) of the test's own: ``bolt://127.0.0.1:<port>?database=rayapp&…``.
 
     One server per test, one graph per server: FalkorDB's Bolt support is experimental and keeps a
     connection's graph with its socket number, so a later client reusing the number can land in
@@ -128,7 +128,8 @@ def falkordb(tmp_path: Path) -> Iterator[str]:
     from tests.servers import start_falkordb, stop
 
     proc, port = start_falkordb(tmp_path / "falkordb")
-    yield f"bolt://127.0.0.1:{port}?database=rayapp"
+    # Short connect timeouts: a stalled handshake (above) costs 2 s before the retry, not 5.
+    yield f"bolt://127.0.0.1:{port}?database=rayapp&connection_timeout=2&connection_acquisition_timeout=2"
     stop(proc)
 
 

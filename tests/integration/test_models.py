@@ -36,6 +36,7 @@ def lake_with_model(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -
     assert ingest_job.entrypoint(args) == 0
     assert b2s_job.entrypoint(args) == 0
     assert train_job.entrypoint(args) == 0
+    assert train_job.entrypoint(args) == 0  # a second version for the hot swap: the lake is complete before any test
     return load_settings(overrides={"data_dir": str(data)})
 
 
@@ -189,17 +190,17 @@ def test_model_hot_swap_via_user_config(served: str, lake_with_model: Settings) 
 
     from serve.app import build_app
 
-    first = _get(f"{served}/models")["fraud"]["model_version"]
-    assert train_job.entrypoint(_args(lake_with_model)) == 0
-    second = (Path(lake_with_model.data_dir) / "models" / "fraud" / "latest").read_text()
-    assert second != first
+    first = _get(f"{served}/models")["fraud"]["model_version"]  # the latest of the two trained versions
+    versions = sorted(p.name for p in (Path(lake_with_model.data_dir) / "models" / "fraud").iterdir() if p.is_dir())
+    assert len(versions) == 2 and first == (Path(lake_with_model.data_dir) / "models" / "fraud" / "latest").read_text()
+    second = next(v for v in versions if v != first)
     args = {"data_dir": str(lake_with_model.data_dir), "model_version": second}
     serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     assert _get(f"{served}/models")["fraud"]["model_version"] == second
     status, body = _post(f"{served}/fraud/score", _silver_sample(lake_with_model, 3))
     assert status == 200 and {r["model_version"] for r in body["scores"]} == {second}
     serve.run(build_app(args | {"model_version": first}), name=APP_NAME, route_prefix="/", blocking=False)
-    assert _get(f"{served}/models")["fraud"]["model_version"] == first
+    assert _get(f"{served}/models")["fraud"]["model_version"] == first  # swapped back: the module's app as it was
 
 
 def test_overrides_given_to_rayapp_serve_reach_the_replica(served: str, lake_with_model: Settings) -> None:

@@ -158,7 +158,7 @@ def _bolt_graph_state(url: str) -> dict[str, Any]:
         return datetime(1970, 1, 1) + timedelta(microseconds=v) if isinstance(v, int) else v
 
     base, _, _ = url.partition("?")
-    with GraphDatabase.driver(base, auth=None, connection_timeout=5, connection_acquisition_timeout=5) as driver:
+    with GraphDatabase.driver(base, auth=None, connection_timeout=2, connection_acquisition_timeout=2) as driver:
         with driver.session(database=url_query(url).get("database")) as session:
             def rows(q: str) -> list[list[Any]]:
                 return session.execute_read(lambda tx: tx.run(q).values())
@@ -546,13 +546,6 @@ def test_reconcile_finds_each_corruption_and_repair_restores_parity(lake: tuple[
     assert final is not None and final.counts["mismatches"] == 0
 
 
-def _graph_paid_count(url: str) -> int:
-    try:
-        return _bolt_graph_state(url)["paid_count"]
-    except Exception:  # noqa: BLE001 - not reachable yet
-        return 0
-
-
 def test_graph_on_a_bolt_server_end_to_end(lake: tuple[Path, Path], tmp_path: Path, falkordb: str) -> None:
     """The neo4j path on a real Bolt/openCypher server (FalkorDB): publish with a writer killed
     mid-stream, a re-run that writes nothing, and reconcile finding and repairing a dropped payment."""
@@ -562,20 +555,34 @@ def test_graph_on_a_bolt_server_end_to_end(lake: tuple[Path, Path], tmp_path: Pa
     settings, args = _settings(data, tmp_path / "stores", graph_url=falkordb, graph_batch_rows=1000)
     graph_args = args + ["--store", "graph"]
     killed: list[int] = []
+    from neo4j import GraphDatabase
+
+    # One connection for the whole watch: FalkorDB stalls the next client's handshake after one leaves.
+    watch = GraphDatabase.driver(falkordb.partition("?")[0], auth=None, connection_timeout=2, connection_acquisition_timeout=2)
+
+    def paid_now() -> int:
+        try:
+            with watch.session(database="rayapp") as session:
+                return int(session.execute_read(lambda tx: tx.run("MATCH ()-[p:PAID]->() RETURN count(p)").single()[0]))
+        except Exception:  # noqa: BLE001 - the graph does not exist yet
+            return 0
 
     def killer() -> None:  # kill one writer mid-stream: its batches are retried on a fresh actor
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
             pids = _writer_pids()
-            if pids and _graph_paid_count(falkordb) > 0:
+            if pids and paid_now() > 0:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             time.sleep(0.2)
 
     t = threading.Thread(target=killer)
     t.start()
-    _run(publish_job, graph_args)
-    t.join()
+    try:
+        _run(publish_job, graph_args)
+    finally:
+        t.join()
+        watch.close()
     assert killed
     exp = expected(settings)
     g = graph_state(settings)
@@ -586,10 +593,9 @@ def test_graph_on_a_bolt_server_end_to_end(lake: tuple[Path, Path], tmp_path: Pa
     assert run is not None and run.counts["graph.written"] == 0
 
     # Corruption behind the project's back, found and repaired by reconcile over Bolt.
-    from neo4j import GraphDatabase
-
     victim = sorted(exp["paid"])[0]
-    with GraphDatabase.driver(falkordb.partition("?")[0], auth=None) as driver, driver.session(database="rayapp") as session:
+    with GraphDatabase.driver(falkordb.partition("?")[0], auth=None, connection_timeout=2, connection_acquisition_timeout=2) as driver, \
+            driver.session(database="rayapp") as session:  # a stalled first handshake is retried after 2 s
         session.execute_write(lambda tx: tx.run("MATCH ()-[p:PAID {transaction_id: $id}]->() DELETE p", id=victim).consume())
     assert reconcile_job.entrypoint(args + ["--store", "graph"]) == 4
     found = Ledger(Lake(settings)).last_run("reconcile", status=("mismatch",))
