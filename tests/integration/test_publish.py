@@ -734,14 +734,15 @@ def test_opt_in_s3_lake_pipeline_and_reconcile(tmp_path: Path) -> None:
 
 
 def test_clickhouse_over_http_publish_reconcile_and_read_clickhouse_backfill(lake: tuple[Path, Path], tmp_path: Path,
-                                                                             clickhouse_http: str) -> None:  # fmt: skip
+                                                                             clickhouse_http: str, falkordb: str) -> None:  # fmt: skip
     """The store's server path (clickhouse-connect over HTTP, a pool of writer actors) and Ray Data's
-    ``read_clickhouse`` backfill, against ClickHouse's HTTP interface over a real engine (chDB)."""
+    ``read_clickhouse`` backfill, against ClickHouse's HTTP interface over a real engine (chDB); the
+    graph backfill lands on a Bolt server (FalkorDB)."""
     from jobs import clickhouse_to_graph, clickhouse_to_vectors
     from jobs import reconcile as reconcile_job
 
     data, _ = lake
-    settings, args = _settings(data, tmp_path / "stores", clickhouse_url=clickhouse_http, writer_batch_rows=2000)
+    settings, args = _settings(data, tmp_path / "stores", clickhouse_url=clickhouse_http, graph_url=falkordb, writer_batch_rows=2000)
     _run(publish_job, args + ["--store", "clickhouse"])
     exp, ch = expected(settings), clickhouse_state(settings)
     for table in ("transactions", "predictions", "daily_account_activity", "merchant_daily_stats"):
