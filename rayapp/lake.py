@@ -189,31 +189,27 @@ class Lake(Storage):
     def changed_keys(self, table: TableLike, since: int | None, until: int, column: str = "transaction_id") -> pa.Array | None:
         """Keys inserted or updated after version ``since`` up to ``until``. None means "every row":
         no ``since``, or a table written without the change feed."""
-        import pyarrow.compute as pc
-
-        if since is None:
-            return None
-        if since >= until:
-            return pa.array([], pa.string())
-        cdf = self.changes(table, since, until, [column])
-        if cdf is None:
-            return None
-        keep = pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage"]))
-        return pc.unique(cdf[column].cast(pa.string()).filter(keep))
+        return self.key_changes(table, since, until, [column], [])[0]
 
     def deleted_rows(self, table: TableLike, since: int | None, until: int, keys: list[str], columns: list[str]) -> pa.Table | None:
         """Rows deleted after version ``since`` up to ``until`` and not inserted again since: their
         ``keys`` and ``columns`` as they were, and ``_deleted_at`` (the deleting commit's time).
         None when deletes cannot be known (no ``since``, or no change feed)."""
+        return self.key_changes(table, since, until, keys, columns)[1]
+
+    def key_changes(self, table: TableLike, since: int | None, until: int, keys: list[str],
+                    columns: list[str]) -> tuple[pa.Array | None, pa.Table | None]:  # fmt: skip
+        """``changed_keys`` (of the first key column) and ``deleted_rows`` from one read of the change feed."""
         import pyarrow.compute as pc
 
         if since is None:
-            return None
+            return None, None
         if since >= until:
-            return pa.table({})
+            return pa.array([], pa.string()), pa.table({})
         cdf = self.changes(table, since, until, list(dict.fromkeys([*keys, *columns])))
         if cdf is None:
-            return None
+            return None, None
+        changed = pc.unique(cdf[keys[0]].cast(pa.string()).filter(pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage"]))))
         cdf = cdf.filter(pc.is_in(cdf["_change_type"], pa.array(["insert", "update_postimage", "delete"])))
         # The last change of each key in the range decides: a delete then a re-insert is a live row.
         order = [(k, "ascending") for k in keys] + [("_commit_version", "descending"), ("_change_type", "ascending")]
@@ -224,4 +220,4 @@ class Lake(Storage):
         last = ranked.filter(first_of_runs(key))
         gone = last.filter(pc.equal(last["_change_type"], "delete"))
         stamp = pc.cast(pc.cast(gone["_commit_timestamp"], pa.timestamp("us")), pa.timestamp("us", tz="UTC"))
-        return gone.select(list(dict.fromkeys([*keys, *columns]))).append_column("_deleted_at", stamp)
+        return changed, gone.select(list(dict.fromkeys([*keys, *columns]))).append_column("_deleted_at", stamp)

@@ -75,10 +75,10 @@ def score_transactions(
     except ModelNotFoundError as exc:
         raise RayappError(str(exc)) from None
     since = None if full else ledger.watermark(STAGE, SILVER.name)
-    ids = lake.changed_keys(SILVER, since, silver_version)
+    ids, gone = lake.key_changes(SILVER, since, silver_version, ["transaction_id"], [])
     result = ScoreResult(model_version=model.version, silver_version=silver_version, versions_read={SILVER.name: silver_version},
                          details={"model_version": model.version, "mode": mode, "full": full})  # fmt: skip
-    withdrawn = _withdraw_predictions(lake, since, silver_version, run_id)
+    withdrawn = _withdraw_predictions(lake, gone, silver_version, run_id)
     if ids is not None and len(ids) == 0:
         result.counts = {"rows_scored": 0, "inserted": 0, "updated": 0, "unchanged": 0, "withdrawn": withdrawn}
         result.predictions_version = lake.version(PREDICTIONS)
@@ -122,14 +122,13 @@ def score_transactions(
     return result
 
 
-def _withdraw_predictions(lake: Lake, since: int | None, silver_version: int, run_id: str) -> int:
+def _withdraw_predictions(lake: Lake, gone: pa.Table | None, silver_version: int, run_id: str) -> int:
     """Delete the predictions of transactions that left silver (``bronze_to_silver --full-refresh``
     removes keys) in one commit; their deletes reach the stores through the change feed.
-    Since the watermark that is the feed's deletes; without one, every prediction whose
+    ``gone``: the feed's deletes since the watermark; None (no watermark): every prediction whose
     transaction silver does not hold. Returns the predictions deleted."""
     if not lake.exists(PREDICTIONS):
         return 0
-    gone = lake.deleted_rows(SILVER, since, silver_version, ["transaction_id"], [])
     if gone is None:
         silver_ids = lake.read(SILVER, columns=["transaction_id"], version=silver_version)["transaction_id"]
         held = pc.unique(lake.read(PREDICTIONS, columns=["transaction_id"])["transaction_id"])

@@ -69,14 +69,12 @@ def find_changes(lake: Lake, since: dict[str, int] | None) -> Changes:
     ch = Changes(versions, since)
     if since is None or SILVER.name not in since:
         return ch
-    silver_ids = lake.changed_keys(SILVER, since.get(SILVER.name), versions[SILVER.name])
-    ch.deleted_transactions = lake.deleted_rows(SILVER, since.get(SILVER.name), versions[SILVER.name], ["transaction_id"],
-                                                ["account_id", "merchant_id", "device_id"])  # fmt: skip
+    silver_ids, ch.deleted_transactions = lake.key_changes(SILVER, since.get(SILVER.name), versions[SILVER.name], ["transaction_id"],
+                                                           ["account_id", "merchant_id", "device_id"])  # fmt: skip
     pred_ids: pa.Array | None = pa.array([], pa.string())
     if PREDICTIONS.name in versions:
-        pred_ids = lake.changed_keys(PREDICTIONS, since.get(PREDICTIONS.name), versions[PREDICTIONS.name])
-        ch.deleted_predictions = lake.deleted_rows(PREDICTIONS, since.get(PREDICTIONS.name), versions[PREDICTIONS.name],
-                                                   ["transaction_id", "model_version"], [])  # fmt: skip
+        pred_ids, ch.deleted_predictions = lake.key_changes(PREDICTIONS, since.get(PREDICTIONS.name), versions[PREDICTIONS.name],
+                                                            ["transaction_id", "model_version"], [])  # fmt: skip
     if silver_ids is None or pred_ids is None:
         return ch
     ch.prediction_ids = pred_ids
