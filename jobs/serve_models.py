@@ -23,10 +23,17 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
         version = deploy(ctx.settings, args.model_version)
     except FileNotFoundError as exc:
         raise RayappError(str(exc)) from None
-    base = f"http://127.0.0.1:{ctx.settings.serve_port}"
-    print(f"serving fraud model {version} and the embedder at {base}")
-    print(f"  curl {base}/healthz   curl {base}/models")
-    print(f"  curl -X POST {base}/embed -d '{{\"texts\": [\"card purchase\"]}}'")
+    host = "127.0.0.1" if ctx.settings.serve_host in ("0.0.0.0", "::") else ctx.settings.serve_host
+    base = f"http://{host}:{ctx.settings.serve_port}"
+    print(f"serving fraud model {version}, the embedder and the /v1 API at {base} (routes and schemas: {base}/docs)")
+    if ctx.settings.api_auth:
+        print('  every route but /healthz needs a key: export RAYAPP_KEY=$(rayapp keys create --name me --scopes datasets:read,search,lookup,score)')
+        auth = ' -H "Authorization: Bearer $RAYAPP_KEY"'
+    else:
+        auth = ""
+        print("  API keys are off (RAYAPP_API_AUTH=false): local development only")
+    print(f"  curl {base}/healthz   curl{auth} {base}/models   curl{auth} {base}/v1/datasets")
+    print(f"  curl{auth} -X POST {base}/embed -d '{{\"texts\": [\"card purchase\"]}}'")
     if not args.detach:
         print("Ctrl-C stops it.", flush=True)
         try:

@@ -166,6 +166,18 @@ WATERMARKS_SCHEMA = pa.schema(
         pa.field("recorded_at", UTC_US, nullable=False),
     ]
 )
+#: API keys of the consumer API: only a hash of each key is kept. The newest record per ``key_id`` wins.
+API_KEYS_SCHEMA = pa.schema(
+    [
+        pa.field("key_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("scopes", pa.string(), nullable=False),  # comma-separated
+        pa.field("key_hash", pa.string(), nullable=False),  # sha256 hex of the whole key
+        pa.field("created_at", UTC_US, nullable=False),
+        pa.field("revoked_at", UTC_US),
+        pa.field("recorded_at", UTC_US, nullable=False),
+    ]
+)
 
 # ---- lake tables ------------------------------------------------------------------------------------------
 
@@ -204,10 +216,12 @@ LEDGER_RUNS = TableDef("_ledger/runs", RUNS_SCHEMA, "Run records")
 LEDGER_FILES = TableDef("_ledger/files", FILES_SCHEMA, "Landing files seen by ingest")
 LEDGER_DLQ = TableDef("_ledger/dlq", DLQ_SCHEMA, "Dead letters of the serving stores")
 LEDGER_WATERMARKS = TableDef("_ledger/watermarks", WATERMARKS_SCHEMA, "Source versions each stage has processed")
+LEDGER_API_KEYS = TableDef("_ledger/api_keys", API_KEYS_SCHEMA, "API keys of the consumer API (hashes only)")
 
 GOLD_TABLES = (GOLD_ACCOUNT, GOLD_MERCHANT)
 TABLES: Mapping[str, TableDef] = MappingProxyType(
-    {t.name: t for t in (BRONZE, SILVER, QUARANTINE, PREDICTIONS, *GOLD_TABLES, LEDGER_RUNS, LEDGER_FILES, LEDGER_DLQ, LEDGER_WATERMARKS)}
+    {t.name: t for t in (BRONZE, SILVER, QUARANTINE, PREDICTIONS, *GOLD_TABLES, LEDGER_RUNS, LEDGER_FILES, LEDGER_DLQ, LEDGER_WATERMARKS,
+                               LEDGER_API_KEYS)}
 )
 
 # ---- published datasets (what the serving stores receive) ----------------------------------------------

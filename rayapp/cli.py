@@ -138,6 +138,37 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``rayapp keys create|list|revoke``: API keys of the HTTP API (hashes in the lake's ledger)."""
+    from rayapp.consumer.keys import KeyStore, parse_scopes
+    from rayapp.lake import Lake
+
+    lake = Lake(settings_from_args(args))
+    lake.check_reachable()
+    store = KeyStore(lake)
+    if args.keys_command == "create":
+        record, key = store.create(args.name, parse_scopes(args.scopes))
+        sys.stderr.write(f"created key {record.key_id} {record.name!r} with scopes {', '.join(s.value for s in record.scopes)}; "
+                         "it is shown once, below (only a hash is stored)\n")  # fmt: skip
+        print(key)
+        return 0
+    if args.keys_command == "revoke":
+        record = store.revoke(args.key)
+        print(f"revoked key {record.key_id} {record.name!r}")
+        return 0
+    keys = store.list(include_revoked=args.all)
+    if args.json:
+        print(json.dumps([k.public() for k in keys], indent=2))
+        return 0
+    if not keys:
+        print("no API keys yet: rayapp keys create --name NAME --scopes datasets:read,search,lookup,score")
+        return 0
+    print(f"{'KEY ID':<14} {'NAME':<24} {'CREATED (UTC)':<19} {'REVOKED (UTC)':<19} SCOPES")
+    for k in keys:
+        print(f"{k.key_id:<14} {k.name[:24]:<24} {_fmt_ts(k.created_at):<19} {_fmt_ts(k.revoked_at):<19} {','.join(s.value for s in k.scopes)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rayapp.tools.demo import run_demo
 
@@ -195,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--detach", action="store_true", help="return once deployed (the app lives as long as its Ray cluster)")
     _settings_options(sv, "sub_")
     sv.set_defaults(fn=cmd_serve)
+    k = sub.add_parser("keys", help="API keys of the HTTP API: create, list, revoke")
+    ks = k.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    kc = ks.add_parser("create", help="create a key and print it (once)")
+    kc.add_argument("--name", required=True, help="who or what uses the key")
+    kc.add_argument("--scopes", required=True, help="comma-separated: datasets:read, search, lookup, score")
+    kl = ks.add_parser("list", help="the keys (never the keys themselves)")
+    kl.add_argument("--all", action="store_true", help="include revoked keys")
+    kl.add_argument("--json", action="store_true", help="machine-readable output")
+    kr = ks.add_parser("revoke", help="revoke a key by id or name")
+    kr.add_argument("key", help="key id or name")
+    for sp in (kc, kl, kr):
+        _settings_options(sp, "sub_")
+    k.set_defaults(fn=cmd_keys)
     d = sub.add_parser("demo", help="generate data and run the pipeline on embedded defaults")
     d.add_argument("--rows", type=int, default=200_000)
     d.add_argument("--seed", type=int, default=42)

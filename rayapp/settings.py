@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a locally started Ray instance.")
     serve_port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the Serve proxy (models).")
+    serve_host: str = Field(default="127.0.0.1", description="Address the Serve proxy listens on (0.0.0.0 only behind the API keys).")
+    api_auth: bool = Field(default=True, description="Require API keys on every route but /healthz (false: local development only).")
+    api_signing_key: SecretStr | None = Field(
+        default=None, description="HMAC key for the URLs a local lake's files are served at (default: a random key kept in <lake>/_system)."
+    )
+    api_url_ttl_s: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned file URLs.")
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body the API reads.")
+    api_timeout_s: float = Field(default=30.0, gt=0, description="A request still working after this long answers 504.")
     log_format: LogFormat = LogFormat.JSON
     log_level: str = "INFO"
 
@@ -145,6 +153,12 @@ class Settings(BaseSettings):
                     check_store_url(name, value.get_secret_value())
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_open_api(self) -> "Settings":
+        if not self.api_auth and self.serve_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"api_auth: switching API keys off is for local development; serve_host {self.serve_host} is not loopback")
         return self
 
     @model_validator(mode="after")

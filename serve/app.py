@@ -3,23 +3,17 @@
 ``serve run serve.config:app`` style entry: ``serve/config.yaml`` points at
 ``serve.app:build_app``; ``rayapp serve`` and the ``score_transactions`` job deploy it too.
 
-Endpoints: ``POST /fraud/score`` (JSON list of contract-shaped transactions, or
-``{"transactions": [...]}``), ``POST /embed`` (``{"texts": [...]}`` or a list of strings),
-``GET /healthz``, ``GET /models``.
+The HTTP routes (models and the ``/v1`` consumer API) are the ``Api`` ingress in ``serve/api.py``.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at run time
-# (``request: Request``) and cannot resolve postponed ones on a Serve ingress class.
-import asyncio
+from __future__ import annotations
+
 import logging
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from rayapp.errors import PortInUseError
 from rayapp.lake import Lake
@@ -27,14 +21,9 @@ from rayapp.model_store import LakeModelLoader, load_embedder
 from rayapp.models.scoring import InvalidTransactions, OnlineScorer, records_to_rows, score_table
 from rayapp.serving import APP_NAME, SCORER, deployment, serve_app_running
 from rayapp.settings import Settings, load_settings
+from serve.api import Api
 
 logger = logging.getLogger(__name__)
-
-MAX_TRANSACTIONS = 1000
-MAX_TEXTS = 1024
-
-api = FastAPI(title="rayapp models", description="Fraud scoring and sentence embeddings on Ray Serve")
-
 
 @serve.deployment(name="FraudScorer", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class FraudScorer:
@@ -128,59 +117,6 @@ class EmbedderDeployment:
         return out
 
 
-def _bad(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message, **extra})
-
-
-@serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.05})
-@serve.ingress(api)
-class Api:
-    def __init__(self, scorer: DeploymentHandle, embedder: DeploymentHandle) -> None:
-        self.scorer = scorer
-        self.embedder = embedder
-
-    @api.get("/healthz")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
-
-    @api.get("/models")
-    async def models(self) -> dict[str, Any]:
-        fraud, emb = await asyncio.gather(self.scorer.describe.remote(), self.embedder.describe.remote())
-        return {"fraud": fraud, "embedder": emb}
-
-    @api.post("/fraud/score")
-    async def score(self, request: Request) -> Any:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _bad(400, "body is not valid JSON")
-        records = body.get("transactions") if isinstance(body, dict) else body
-        if not isinstance(records, list) or not records:
-            return _bad(422, "expected a non-empty JSON list of transactions (or {\"transactions\": [...]})")
-        if len(records) > MAX_TRANSACTIONS:
-            return _bad(413, f"at most {MAX_TRANSACTIONS} transactions per request")
-        if not all(isinstance(r, dict) for r in records):
-            return _bad(422, "every transaction must be a JSON object")
-        result = await self.scorer.score_online.remote(records)
-        if "errors" in result:
-            return _bad(422, "invalid transactions", details=result["errors"])
-        return {"scores": result["scores"]}
-
-    @api.post("/embed")
-    async def embed(self, request: Request) -> Any:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _bad(400, "body is not valid JSON")
-        texts = body.get("texts") if isinstance(body, dict) else body
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            return _bad(422, "expected {\"texts\": [\"…\", …]} with at least one string")
-        if len(texts) > MAX_TEXTS:
-            return _bad(413, f"at most {MAX_TEXTS} texts per request")
-        vectors = await self.embedder.embed_online.remote(texts)
-        return {"model": "all-MiniLM-L6-v2", "dim": len(vectors[0]), "vectors": vectors}
-
-
 def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     """Application builder (``serve.app:build_app``).
 
@@ -203,19 +139,20 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Any:
         # Ray sets OMP_NUM_THREADS=1 for a fractional-CPU actor; torch needs 2 threads for ~570 texts/s.
         args.get("embed_model"), int(args.get("embed_threads") or 2)
     )
-    return Api.bind(scorer, embedder)
+    return Api.bind(scorer, embedder, settings)
 
 
-def _start_proxy(port: int) -> None:
-    """Start Serve's HTTP proxy on 127.0.0.1:port; a port another process holds is a clear error, not a hang."""
+def _start_proxy(host: str, port: int, timeout_s: float) -> None:
+    """Start Serve's HTTP proxy on host:port; a port another process holds is a clear error, not a hang."""
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # The proxy's own limit backs up the API's per-request one (which answers 504 first).
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": timeout_s + 5})
     except Exception as exc:  # noqa: BLE001 - Ray wraps the proxy's bind failure in a RayTaskError
         if "Failed to bind" not in str(exc):
             raise
         serve.shutdown()
         raise PortInUseError(
-            f"Serve cannot listen on 127.0.0.1:{port}: another process holds the port "
+            f"Serve cannot listen on {host}:{port}: another process holds the port "
             "(choose another with `rayapp serve --port N` or RAYAPP_SERVE_PORT)"
         ) from None
 
@@ -228,7 +165,7 @@ def deploy(settings: Settings, model_version: Optional[str] = None) -> str:
     """
     args = {"settings": settings, "model_version": model_version or "latest"}
     if not serve_app_running():
-        _start_proxy(settings.serve_port)
+        _start_proxy(settings.serve_host, settings.serve_port, settings.api_timeout_s)
         serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     handle: Any = deployment(SCORER)
     served = handle.describe.remote().result()["model_version"]

@@ -12,6 +12,7 @@ USED widens its time range.
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 
 from rayapp.catalog import Dataset
 from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, conform, is_repair, split_deleted
+from rayapp.sinks import graph_network
 from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
 from rayapp.sinks.graph_plan import (ACCOUNT_PAID, ENDPOINTS, PAID_HELD, TOMBSTONES_HELD, USED_HELD, GraphRows, exact_used, graph_rows,
                                      newest, not_older_than, plan_paid, plan_used)
@@ -255,6 +257,27 @@ class GraphSink(StoreSink[BatchOptions]):
         # Open ends as nulls: FalkorDB's index range scan finds nothing below a non-BMP bound.
         bounds = {"lo": None if lo == LOWEST else lo, "hi": None if hi == HIGHEST else hi}
         return self._open().table(query, [bounds], VIEWS[view].schema)
+
+    def network(self, account_id: str, depth: int, limit: int) -> dict[str, Any] | None:
+        """Read side: the accounts linked to ``account_id`` through shared devices and merchants
+        (:func:`rayapp.sinks.graph_network.network`). Ladybug is opened read-only for the call, so a
+        writer can take the database between reads.
+
+        Raises:
+            SinkError: the graph holds nothing yet, or an embedded graph is being written right now.
+        """
+        if self._backend is not None or urlsplit(self.url).scheme != "ladybug":
+            return graph_network.network(self._open(), account_id, depth, limit)
+        if not os.path.exists(url_path(self.url)):
+            raise SinkError("the graph holds nothing yet: run `rayapp run publish`")
+        try:
+            engine = LadybugEngine(url_path(self.url), LADYBUG_SCHEMA, read_only=True)
+        except RuntimeError as exc:  # the writer actor holds the database
+            raise SinkError(f"the embedded graph is being written; try again shortly ({exc})", transient=True) from None
+        try:
+            return graph_network.network(engine, account_id, depth, limit)
+        finally:
+            engine.close()
 
     def counts(self) -> dict[str, int]:
         backend = self._open()

@@ -58,12 +58,13 @@ class LadybugEngine:
     concurrent = False  # one process writes an embedded database
     locks = False
 
-    def __init__(self, path: str, schema: tuple[str, ...]) -> None:
+    def __init__(self, path: str, schema: tuple[str, ...], read_only: bool = False) -> None:
         import ladybug
 
         self.schema = schema
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.db = ladybug.Database(path)
+        if not read_only:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.db = ladybug.Database(path, read_only=read_only)
         self.conn = ladybug.Connection(self.db)
         self.prepared: dict[str, Any] = {}
 

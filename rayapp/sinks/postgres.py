@@ -127,6 +127,9 @@ def csv_ready(table: pa.Table) -> pa.Table:
 
 
 DATASETS = TABLE_DATASETS
+LOOKUP_TRANSACTION = "SELECT * FROM transactions WHERE transaction_id = %(id)s"
+LATEST_PREDICTION = """SELECT model_version, fraud_score, is_fraud_pred, scored_at FROM predictions
+WHERE transaction_id = %(id)s ORDER BY scored_at DESC, model_version DESC LIMIT 1"""
 
 
 class PostgresSink(StoreSink[BatchOptions]):
@@ -136,15 +139,20 @@ class PostgresSink(StoreSink[BatchOptions]):
     _engine: Any = None
     _server: Any = None
 
-    def on_write_start(self) -> None:
-        from sqlalchemy import create_engine, text
+    def _connect(self, pool_size: int = 1) -> None:
+        from sqlalchemy import create_engine
 
         if self._engine is None:
             url = self.url
             if urlsplit(url).scheme == "pgserver":
                 self._server = embedded_server(url_path(url))
                 url = str(self._server.get_uri())
-            self._engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=1, max_overflow=0)
+            self._engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=pool_size, max_overflow=0, pool_timeout=10)
+
+    def on_write_start(self) -> None:
+        from sqlalchemy import text
+
+        self._connect()
         with self._engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
             conn.execute(text(_CREATE_MIGRATIONS))
@@ -227,6 +235,34 @@ class PostgresSink(StoreSink[BatchOptions]):
             raw.close()
         cols = list(zip(*rows)) if rows else [[] for _ in v.schema]
         return pa.table([pa.array(c, f.type) for c, f in zip(cols, v.schema)], schema=v.schema)
+
+    def transaction(self, transaction_id: str) -> dict[str, Any] | None:
+        """Read side: one transaction as published, with its latest prediction; None when the store
+        does not hold it.
+
+        Raises:
+            SinkError: the store has not been published to yet.
+        """
+        from psycopg.rows import dict_row
+
+        self._connect(pool_size=4)
+        raw = self._engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor(row_factory=dict_row) as cur:
+                try:
+                    row = cur.execute(LOOKUP_TRANSACTION, {"id": transaction_id}).fetchone()
+                    prediction = cur.execute(LATEST_PREDICTION, {"id": transaction_id}).fetchone() if row else None
+                except Exception as exc:  # noqa: BLE001 - psycopg.errors.UndefinedTable before the first publish
+                    if type(exc).__name__ == "UndefinedTable":
+                        raise SinkError("postgres holds no transactions yet: run `rayapp run publish`") from None
+                    raise
+            raw.driver_connection.rollback()
+        finally:
+            raw.close()
+        if row is None:
+            return None
+        row.pop("_version", None)
+        return {**row, "prediction": prediction}
 
     def counts(self) -> dict[str, int]:
         from sqlalchemy import text

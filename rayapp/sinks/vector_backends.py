@@ -122,6 +122,16 @@ class Lance:
     def count(self, dataset: Dataset) -> int:
         return int(self.db.open_table(COLLECTIONS[dataset]).count_rows())
 
+    def search(self, dataset: Dataset, vector: list[float], k: int, where: str | None, columns: list[str]) -> list[dict[str, Any]]:
+        if COLLECTIONS[dataset] not in self.db.table_names():
+            return []
+        query = (self.db.open_table(COLLECTIONS[dataset]).search(vector, vector_column_name="vector").distance_type("cosine")
+                 .select(["id", *columns]).limit(k))  # fmt: skip
+        if where:
+            query = query.where(where, prefilter=True)
+        got = query.to_arrow().to_pylist()
+        return [{"id": r["id"], "score": 1.0 - float(r["_distance"]), "metadata": {c: r.get(c) for c in columns}} for r in got]
+
     def close(self) -> None:
         pass
 
@@ -203,6 +213,10 @@ class PineconeIndex:
                 meta = vec.metadata or {}
                 out.append({"id": vid, **{c: meta.get(c) for c in columns}})
         return out
+
+    def search(self, dataset: Dataset, vector: list[float], k: int, flt: dict[str, Any] | None, columns: list[str]) -> list[dict[str, Any]]:
+        resp = self.index.query(vector=vector, top_k=k, namespace=COLLECTIONS[dataset], filter=flt or None, include_metadata=True)
+        return [{"id": m.id, "score": float(m.score), "metadata": {c: (m.metadata or {}).get(c) for c in columns}} for m in resp.matches]
 
     def count(self, dataset: Dataset) -> int:
         stats = self.index.describe_index_stats()

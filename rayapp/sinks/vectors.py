@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayapp.catalog import Dataset
+from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks import vector_filter
 from rayapp.sinks.base import SinkError, StoreSink, StoreSpec, conform, is_repair
 from rayapp.sinks.vector_backends import (COLLECTIONS, PINECONE_MAX_METADATA_BYTES, PINECONE_MAX_REQUEST_BYTES, Lance, PineconeIndex,
                                           pinecone_batches, pinecone_metadata, version_number)
@@ -114,6 +115,21 @@ class VectorSink(StoreSink[VectorOptions]):
         ids = [i for i in self._ids[view] if lo <= i < hi]
         rows = backend.fetch(dataset, ids, v.compared)
         return pa.Table.from_pylist([{c: r.get(c) for c in v.schema.names} for r in rows], schema=v.schema)
+
+    def search(self, dataset: Dataset, vector: list[float], k: int, flt: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The ``k`` vectors of a collection nearest to ``vector`` (cosine) that match ``flt``
+        (:mod:`rayapp.sinks.vector_filter`), best first: ``{id, score, metadata}`` each.
+
+        Raises:
+            FilterError: the filter names a field or operator the collection does not have.
+        """
+        if dataset not in self.datasets:
+            raise SinkError(f"vector store has no collection {dataset.value}")
+        flt = vector_filter.check(dataset, flt)
+        columns = [c for c in dataset_schema(dataset).names if c not in ("id", "vector", "_version")]
+        backend = self._open()
+        where = vector_filter.to_sql(flt) if isinstance(backend, Lance) else flt
+        return backend.search(dataset, vector, k, where, columns)
 
     def counts(self) -> dict[str, int]:
         backend = self._open()

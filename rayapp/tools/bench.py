@@ -60,12 +60,15 @@ def run_benchmark(
     deploy_models: Callable[[Settings], str] | None = None,
     embed_texts: int = 4000,
     sinks: bool = True,
+    api_requests: int = 300,
 ) -> dict[str, Any]:
     """Generate ``rows`` rows into a scratch lake under ``<data_dir>/bench`` and time every stage.
 
     Args:
         deploy_models: starts the Serve application for a settings object (from ``serve.app``);
-            without it the Serve-path stages are skipped.
+            without it the Serve-path stages (and the HTTP API load) are skipped.
+        api_requests: requests per endpoint of the HTTP API load (0: no API load; the lake is then
+            not published to PostgreSQL and the vector store, which the API reads).
 
     Returns:
         The report (also written to ``<data_dir>/bench/benchmark-<timestamp>.json``).
@@ -130,6 +133,14 @@ def run_benchmark(
         timings.append(t)
         timings.extend(_scoring_step_benchmark(lake, new_run_id("bench-step")))
         timings.append(_embed_benchmark(scratch, embed_texts))
+    api: list[dict[str, Any]] = []
+    if deploy_models is not None and api_requests > 0:
+        from rayapp.publish import publish
+        from rayapp.tools.bench_api import api_benchmark
+
+        t, _ = timed("publish_postgres_vector", silver_rows, lambda: publish(lake, ledger, new_run_id("bench-publish"), stores=["postgres", "vector"]))
+        timings.append(t)
+        api = api_benchmark(lake, f"http://127.0.0.1:{scratch.serve_port}", requests=api_requests)
 
     if sinks:
         timings.extend(_sink_benchmarks(lake, new_run_id("bench-sinks")))
@@ -146,6 +157,7 @@ def run_benchmark(
         "rows": rows,
         "files": spec.n_files,
         "machine": _machine(),
+        "api": api,
         "stages": [
             {"stage": s.stage, "rows": s.rows, "seconds": round(s.seconds, 3), "rows_per_s": round(s.rows_per_s), **s.extra}
             for s in timings

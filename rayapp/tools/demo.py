@@ -33,7 +33,27 @@ def run_demo(settings: Settings, rows: int, seed: int, files: int, jobs: dict[st
             print(f"\ndemo stopped: {name} exited with {code}")
             return code
     _print_guide(settings)
+    _print_api(settings)
     return 0
+
+
+def _print_api(settings: Settings) -> None:
+    """A key for the HTTP API (all scopes), and how to use it."""
+    from datetime import datetime, timezone
+
+    from rayapp.consumer.keys import KeyStore, Scope
+
+    name = f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    record, key = KeyStore(Lake(settings)).create(name, tuple(Scope))
+    base = f"http://127.0.0.1:{settings.serve_port}"
+    print(f"""
+== the HTTP API (start it with `rayapp serve`) ==
+API key {record.key_id} ({name}, every scope), shown once: `rayapp keys list|revoke` manage it
+export RAYAPP_KEY={key}
+curl -s -H "Authorization: Bearer $RAYAPP_KEY" {base}/v1/datasets
+curl -s -H "Authorization: Bearer $RAYAPP_KEY" "{base}/v1/datasets/merchant_daily_stats/files"
+curl -s -H "Authorization: Bearer $RAYAPP_KEY" {base}/v1/search -d '{{"query": "fuel station", "kind": "merchants", "k": 3}}'
+open {base}/docs for every route and schema""")
 
 
 def _print_guide(settings: Settings) -> None:

@@ -35,6 +35,54 @@ class ApiError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
+_OPS = {
+    "$eq": lambda v, a: v == a, "$ne": lambda v, a: v != a,
+    "$gt": lambda v, a: _num(v) and v > a, "$gte": lambda v, a: _num(v) and v >= a,
+    "$lt": lambda v, a: _num(v) and v < a, "$lte": lambda v, a: _num(v) and v <= a,
+    "$in": lambda v, a: v in a, "$nin": lambda v, a: v not in a, "$exists": lambda v, a: (v is not None) == a,
+}  # fmt: skip
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_filter(flt: Any) -> None:
+    """Pinecone's rules for a metadata filter: objects of fields and operators; ranges on numbers only."""
+    if not isinstance(flt, dict):
+        raise ApiError(400, "filter must be a JSON object")
+    for key, value in flt.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, list):
+                raise ApiError(400, f"{key} takes an array")
+            for sub in value:
+                check_filter(sub)
+        elif key.startswith("$"):
+            raise ApiError(400, f"unknown operator {key}")
+        elif isinstance(value, dict):
+            for op, arg in value.items():
+                if op not in _OPS:
+                    raise ApiError(400, f"unknown operator {op}")
+                if op in ("$gt", "$gte", "$lt", "$lte") and not _num(arg):
+                    raise ApiError(400, f"{op} takes a number")
+                if op in ("$in", "$nin") and not isinstance(arg, list):
+                    raise ApiError(400, f"{op} takes an array")
+
+
+def matches(meta: dict[str, Any], flt: dict[str, Any]) -> bool:
+    for key, value in flt.items():
+        if key == "$and":
+            ok = all(matches(meta, sub) for sub in value)
+        elif key == "$or":
+            ok = any(matches(meta, sub) for sub in value)
+        else:
+            ops = value if isinstance(value, dict) else {"$eq": value}
+            ok = all(_OPS[op](meta.get(key), arg) for op, arg in ops.items())
+        if not ok:
+            return False
+    return True
+
+
 class Index:
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
@@ -129,8 +177,11 @@ class Index:
         if vector is None or len(vector) != self.dimension:
             raise ApiError(400, "query vector missing or of the wrong dimension")
         ns = body.get("namespace") or "__default__"
+        flt = body.get("filter")
+        if flt is not None:
+            check_filter(flt)
         with self.lock:
-            items = list(self.namespaces.get(ns, {}).values())
+            items = [it for it in self.namespaces.get(ns, {}).values() if flt is None or matches(it.get("metadata") or {}, flt)]
 
         def cosine(a: list[float], b: list[float]) -> float:
             na = math.sqrt(sum(x * x for x in a)) or 1.0
@@ -138,15 +189,15 @@ class Index:
             return sum(x * y for x, y in zip(a, b)) / (na * nb)
 
         scored = sorted(((cosine(vector, it["values"]), it) for it in items), key=lambda p: -p[0])[:top_k]
-        matches = []
+        found = []
         for score, it in scored:
             m: dict[str, Any] = {"id": it["id"], "score": score}
             if body.get("includeValues"):
                 m["values"] = it["values"]
             if body.get("includeMetadata"):
                 m["metadata"] = it["metadata"]
-            matches.append(m)
-        return {"matches": matches, "namespace": "" if ns == "__default__" else ns, "usage": {"readUnits": 5}}
+            found.append(m)
+        return {"matches": found, "namespace": "" if ns == "__default__" else ns, "usage": {"readUnits": 5}}
 
     def describe(self) -> dict[str, Any]:
         with self.lock:

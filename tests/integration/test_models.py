@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,9 +21,12 @@ from rayapp.serving import APP_NAME
 from rayapp.catalog import SILVER
 from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
+from rayapp.consumer.keys import KeyStore, Scope
 from tests.conftest import on_a_free_port
+from tests.http import get_json, post_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
+KEY: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,9 @@ def lake_with_model(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -
     assert b2s_job.entrypoint(args) == 0
     assert train_job.entrypoint(args) == 0
     assert train_job.entrypoint(args) == 0  # a second version for the hot swap: the lake is complete before any test
-    return load_settings(overrides={"data_dir": str(data)})
+    settings = load_settings(overrides={"data_dir": str(data)})
+    KEY["all"] = KeyStore(Lake(settings)).create("tests", tuple(Scope))[1]  # the routes need a key
+    return settings
 
 
 def _args(s: Settings, *extra: str) -> list[str]:
@@ -94,18 +97,13 @@ def served(lake_with_model: Settings) -> Iterator[str]:
 
 
 def _post(url: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
-    data = raw if raw is not None else json.dumps(body, default=str).encode()
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    return post_json(url, body, KEY["all"], raw)
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        return json.loads(resp.read())
+    status, body = get_json(url, KEY["all"])
+    assert status == 200, body
+    return body
 
 
 def test_health_and_models(served: str, lake_with_model: Settings) -> None:

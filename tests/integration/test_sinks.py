@@ -528,3 +528,48 @@ def test_vector_deletes_are_version_guarded_and_stay(tmp_path: Path, backend: st
         assert held() == IDS and sink.counts()["transactions"] == 6
     finally:
         sink.close()
+
+
+# ---- read side: vector search ---------------------------------------------------------------------------
+
+SEARCH_FILTERS = [
+    (None, lambda m: True),
+    ({"category": "fuel"}, lambda m: m["category"] == "fuel"),
+    ({"fraud_rate": {"$gte": 0.2}, "country": {"$in": ["DE"]}}, lambda m: m["fraud_rate"] >= 0.2 and m["country"] == "DE"),
+    ({"$or": [{"category": "travel"}, {"txn_count": {"$lt": 100}}]}, lambda m: m["category"] == "travel" or m["txn_count"] < 100),
+    ({"name": {"$nin": ["Shop 1", "Shop 2"]}, "fraud_count": {"$ne": 0}}, lambda m: m["name"] not in ("Shop 1", "Shop 2") and m["fraud_count"] != 0),
+]
+
+
+@pytest.mark.parametrize("backend", ["lancedb", "pinecone"])
+def test_vector_search_with_filters_equals_brute_force(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    import numpy as np
+
+    from rayapp.sinks.vector_filter import FilterError
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(60, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rows = [{"id": f"M{i:03d}", "vector": vecs[i].tolist(), "text": f"merchant {i}", "name": f"Shop {i}", "category": ("grocery", "fuel", "travel")[i % 3],
+             "country": ("DE", "FR")[i % 2], "txn_count": i * 10, "fraud_count": i % 4, "fraud_rate": (i % 4) / 10, "_version": 1} for i in range(60)]  # fmt: skip
+    if backend == "lancedb":
+        sink = make_sink("vector", f"lancedb://{tmp_path / 'vectors'}")
+    else:
+        sink = make_sink("vector", "pinecone://idx", pinecone_api_key="test-key", pinecone_host=request.getfixturevalue("pinecone_server"))
+    try:
+        sink.on_write_start()
+        sink.write(Dataset.MERCHANT_VECTORS, pa.Table.from_pylist(rows, schema=dataset_schema(Dataset.MERCHANT_VECTORS)))
+        query = vecs[7] + 0.3 * vecs[8]
+        query /= np.linalg.norm(query)
+        for flt, keep in SEARCH_FILTERS:
+            got = sink.search(Dataset.MERCHANT_VECTORS, query.tolist(), 5, flt)
+            cands = [(float(vecs[i] @ query), r["id"]) for i, r in enumerate(rows) if keep(r)]
+            expected = sorted(cands, reverse=True)[:5]
+            assert [h["id"] for h in got] == [i for _, i in expected], flt
+            assert [h["score"] for h in got] == pytest.approx([s for s, _ in expected], abs=1e-4)
+            assert all(keep({**h["metadata"], "id": h["id"]}) for h in got)
+        assert sink.search(Dataset.MERCHANT_VECTORS, query.tolist(), 1)[0]["metadata"]["name"] == "Shop 7"
+        with pytest.raises(FilterError):
+            sink.search(Dataset.MERCHANT_VECTORS, query.tolist(), 5, {"category": {"$gt": "a"}})
+    finally:
+        sink.close()
