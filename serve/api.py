@@ -16,8 +16,10 @@ from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -39,10 +41,14 @@ API_VERSION = "1"
 api = FastAPI(
     title="rayapp",
     version=API_VERSION,
+    docs_url=None,  # served below from local assets: the page works with no network
+    redoc_url=None,
     description="Fraud scoring and embeddings on Ray Serve, and the lake's published datasets, search and lookups (v1).",
     responses={401: {"model": s.Error}, 403: {"model": s.Error}, 422: {"model": s.Error}, 504: {"model": s.Error}},
 )
 api.add_middleware(BodyLimits)
+# Swagger UI 5 (OpenAPI 3.1) as the fastapi-swagger package ships it: no CDN.
+api.mount("/docs/assets", StaticFiles(packages=[("fastapi_swagger", "resources")]), name="docs-assets")
 bearer = HTTPBearer(auto_error=False, description="An API key from `rayapp keys create`.")
 _ERRORS = {NotFound: 404, BadRequest: 422, FilterError: 422, BadSignature: 403}
 
@@ -140,6 +146,12 @@ class Api:
     @api.get("/healthz", response_model=s.Health, tags=["status"])
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> HTMLResponse:
+        """Every route and schema (Swagger UI from local assets; "Authorize" takes an API key)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="rayapp API", swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css", swagger_favicon_url="/docs/assets/favicon-32x32.png")  # fmt: skip
 
     # ---- models -------------------------------------------------------------------------------------
 
