@@ -15,7 +15,7 @@ from rayapp.jobkit import Job, JobContext, JobResult
 from rayapp.settings import Settings
 
 #: Stage order; a stage whose job module does not exist (yet) is left out.
-STAGES = ("ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions", "publish")
+STAGES = ("ingest_api", "ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions", "publish")
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -67,6 +67,8 @@ def _stages(settings: Settings, args: argparse.Namespace, current_run_id: str | 
         stage = Stage(name, run, options)
         if name == "train_fraud_model" and not args.retrain and has_model(settings):
             stage.skip_reason = "a model exists (use --retrain)"
+        if name == "ingest_api" and not settings.sources:
+            stage.skip_reason = "no API sources configured"
         stages.append(stage)
     select(stages, args.only, args.skip)
     resumed_from = None
@@ -104,7 +106,7 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     )
 
 
-DESCRIPTION = "Run ingest -> bronze_to_silver -> silver_to_gold -> train (if needed) -> score -> publish (-> reconcile with --verify)"
+DESCRIPTION = "Run ingest_api (configured sources) -> ingest -> bronze_to_silver -> silver_to_gold -> train (if needed) -> score -> publish (-> reconcile with --verify)"
 SPEC = Job("pipeline", DESCRIPTION, _body, _arguments, validate=_validate, plan=_plan)
 entrypoint = SPEC.entrypoint
 JOB = (entrypoint, DESCRIPTION)

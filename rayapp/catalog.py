@@ -179,6 +179,19 @@ API_KEYS_SCHEMA = pa.schema(
     ]
 )
 
+#: Where each REST API source's pagination stands, per tenant: the newest record per ``(source, tenant)`` wins.
+API_CURSORS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("position", pa.string(), nullable=False),  # JSON (rayapp.sources.api.Position)
+        pa.field("file", pa.string()),  # the landing file the page went to (null: a page with no rows)
+        pa.field("rows", pa.int64()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("recorded_at", UTC_US, nullable=False),
+    ]
+)
+
 # ---- lake tables ------------------------------------------------------------------------------------------
 
 
@@ -216,12 +229,13 @@ LEDGER_RUNS = TableDef("_ledger/runs", RUNS_SCHEMA, "Run records")
 LEDGER_FILES = TableDef("_ledger/files", FILES_SCHEMA, "Landing files seen by ingest")
 LEDGER_DLQ = TableDef("_ledger/dlq", DLQ_SCHEMA, "Dead letters of the serving stores")
 LEDGER_WATERMARKS = TableDef("_ledger/watermarks", WATERMARKS_SCHEMA, "Source versions each stage has processed")
+LEDGER_API_CURSORS = TableDef("_ledger/api_cursors", API_CURSORS_SCHEMA, "Pagination of each REST API source and tenant")
 LEDGER_API_KEYS = TableDef("_ledger/api_keys", API_KEYS_SCHEMA, "API keys of the consumer API (hashes only)")
 
 GOLD_TABLES = (GOLD_ACCOUNT, GOLD_MERCHANT)
 TABLES: Mapping[str, TableDef] = MappingProxyType(
     {t.name: t for t in (BRONZE, SILVER, QUARANTINE, PREDICTIONS, *GOLD_TABLES, LEDGER_RUNS, LEDGER_FILES, LEDGER_DLQ, LEDGER_WATERMARKS,
-                               LEDGER_API_KEYS)}
+                               LEDGER_API_KEYS, LEDGER_API_CURSORS)}
 )
 
 # ---- published datasets (what the serving stores receive) ----------------------------------------------

@@ -99,6 +99,8 @@ class Job:
     lease: bool = True
     #: Checks the job's arguments before anything starts (raise RayappError: exit code 2).
     validate: Callable[[argparse.Namespace], None] | None = None
+    #: Checks the arguments against the Settings before anything starts (raise RayappError: exit code 2).
+    check: Callable[[Settings, argparse.Namespace], None] | None = None
     #: What ``--dry-run`` prints instead of running (the job then records nothing).
     plan: Callable[[Settings, argparse.Namespace], str] | None = None
 
@@ -139,6 +141,8 @@ class Job:
         try:
             if self.validate is not None:
                 self.validate(args)
+            if self.check is not None:
+                self.check(settings, args)
         except RayappError as exc:
             return fail(f"{self.name}: {exc}", EXIT_USAGE)
         if getattr(args, "dry_run", False) and self.plan is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from rayapp.errors import ConfigError
@@ -30,6 +30,44 @@ class LogFormat(str, Enum):
     TEXT = "text"
 
 
+class Pagination(str, Enum):
+    CURSOR = "cursor"
+    PAGE = "page"
+    NEXT_LINK = "next_link"
+
+
+class ApiSource(BaseModel):
+    """One REST API that ``ingest_api`` pages through (TOML ``[sources.NAME]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Endpoint URL; `{tenant}` in it is replaced by the tenant.")
+    items: str = Field(default="data", description="Where the rows sit in the JSON body (dotted path).")
+    pagination: Pagination = Pagination.CURSOR
+    cursor_param: str = Field(default="cursor", description="Request parameter carrying the cursor (cursor pagination).")
+    next_cursor: str = Field(default="next_cursor", description="Body field (dotted) holding the next cursor; absent/null ends.")
+    page_param: str = Field(default="page", description="Request parameter of the page number (page pagination, from 1).")
+    next_link: str = Field(default="next", description="Body field (dotted) holding the next page's URL (next_link pagination).")
+    page_size_param: str | None = Field(default="limit", description="Request parameter of the page size (none: the API's default).")
+    page_size: int = Field(default=100, ge=1, le=10_000)
+    since_param: str | None = Field(default=None, description="Incremental filter parameter, e.g. updated_since.")
+    since_field: str = Field(default="updated_at", description="Row field whose highest value the next run's since starts at.")
+    tenant_param: str | None = Field(default="tenant", description="Request parameter naming the tenant (unless the URL has {tenant}).")
+    tenants: list[str] = Field(default_factory=list, description="Tenants fetched when --tenant is not given (none: one, unnamed).")
+    auth_header: str = Field(default="Authorization", description="Header carrying the credential.")
+    auth_value: SecretStr | None = Field(default=None, description="The header's value, e.g. 'Bearer …' (a secret: never logged).")
+    requests_per_second: float = Field(default=5.0, gt=0, description="Request rate limit per tenant.")
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, description="Retries of a 429/5xx/timeout before the run fails.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything a job needs to know about where data lives and how to reach it.
 
@@ -41,7 +79,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./data"), description="Root for embedded stores, models, benchmarks.")
     lake_uri: str | None = Field(default=None, description="Delta lake root: local path or s3://bucket/prefix.")
     landing_uri: str | None = Field(default=None, description="Landing zone read by `ingest` (default <lake>/landing).")
-    source_system: str = Field(default="landing", description="Value written to bronze `_source_system`.")
+    source_system: str = Field(default="landing", description="Value written to bronze `_source_system` (API files: the source's name).")
+    sources: dict[str, ApiSource] = Field(default_factory=dict, description="REST API sources of `ingest_api` (TOML [sources.NAME]).")
 
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto).")
     s3_access_key_id: str | None = None

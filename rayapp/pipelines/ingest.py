@@ -115,11 +115,19 @@ def list_landing(lake: Lake, landing_uri: str) -> tuple[list[LandingFile], int]:
     return files, ignored
 
 
+def source_system_of(uri: str, landing: str, default: str) -> str:
+    """``_source_system`` of a landing file: the source's name for ``<landing>/api/<source>/…`` (``ingest_api``), else ``default``."""
+    rel = uri[len(landing.rstrip("/")) + 1 :].split("/") if uri.startswith(landing.rstrip("/") + "/") else []
+    return rel[1] if len(rel) > 2 and rel[0] == "api" and rel[1] else default
+
+
 def parse_files(
-    batch: pa.Table, *, lake: Lake, run_id: str, ingested_at: datetime, source_system: str
+    batch: pa.Table, *, lake: Lake, run_id: str, ingested_at: datetime, source_system: str, landing: str = ""
 ) -> Iterator[pa.Table]:
     """Ray Data UDF: landing-file descriptors in, bronze rows (or one rejection marker per bad file) out."""
+    default_system = source_system
     for uri, fmt in zip(batch["uri"].to_pylist(), batch["fmt"].to_pylist()):
+        source_system = source_system_of(uri, landing, default_system) if landing else default_system
         try:
             fs, path = lake.fsspec(uri)
             with fs.open(path, "rb") as fh:
@@ -252,6 +260,7 @@ def ingest(
             "run_id": run_id,
             "ingested_at": ingested_at,
             "source_system": lake.settings.source_system,
+            "landing": landing,
         },
     )
     ds.write_datasink(sink)

@@ -90,7 +90,7 @@ def test_bad_arguments_exit_2_before_anything_starts(argv: list[str], message: s
 def test_dry_run_starts_nothing_and_records_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "pipeline", "--dry-run", "--data-dir", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
-    assert "pipeline plan:" in out and "6. publish" in out
+    assert "pipeline plan:" in out and "7. publish" in out and "1. ingest_api           skip (no API sources configured)" in out
     assert not (tmp_path / "data").exists()
 
 

@@ -127,3 +127,39 @@ def test_keys_off_only_on_loopback() -> None:
     assert load_settings(overrides={"api_auth": False}).api_auth is False
     with pytest.raises(ConfigError, match="RAYAPP_API_AUTH.*not loopback"):
         load_settings(overrides={"api_auth": False, "serve_host": "0.0.0.0"})
+
+
+# ---- REST API sources: the client's pure parts ------------------------------------------------------
+
+
+def test_pages_are_read_as_declared() -> None:
+    from rayapp.settings import ApiSource
+    from rayapp.sources.api import MalformedPage, Position, _page
+
+    src = ApiSource(url="http://api.test/tx", items="result.rows", next_cursor="meta.next", page_size=2)
+    body = {"result": {"rows": [{"id": 1, "updated_at": "2025-01-02"}, {"id": 2, "updated_at": "2025-01-03"}]}, "meta": {"next": "c2"}}
+    page = _page(src, Position(since="2025-01-01"), json.dumps(body).encode(), "GET /tx")
+    assert [r["id"] for r in page.rows] == [1, 2] and page.after.cursor == "c2" and page.after.seq == 1 and not page.after.done
+    assert page.after.high == "2025-01-03" and page.after.since == "2025-01-01"
+    again = _page(src, page.after, json.dumps(body).encode(), "GET /tx")
+    assert again.repeated and again.after == page.after  # the same rows again: nothing moves
+    last = _page(src, page.after, json.dumps({"result": {"rows": []}, "meta": {"next": None}}).encode(), "GET /tx")
+    assert last.after.done and last.after.next_traversal().since == "2025-01-03"
+    with pytest.raises(MalformedPage, match="not JSON"):
+        _page(src, Position(), b'{"result": {"rows": [', "GET /tx")
+    with pytest.raises(MalformedPage, match="no list of objects at 'result.rows'"):
+        _page(src, Position(), b'{"result": {"rows": {"id": 1}}}', "GET /tx")
+    with pytest.raises(MalformedPage, match="same cursor"):
+        _page(src, Position(cursor="c2"), json.dumps({"result": {"rows": [{"id": 9}]}, "meta": {"next": "c2"}}).encode(), "GET /tx")
+
+
+def test_retry_after_and_rate_limit() -> None:
+    from rayapp.sources.api import RateLimiter, _retry_after
+
+    assert _retry_after("3") == 3.0 and _retry_after("999") == 120.0 and _retry_after("soon") is None and _retry_after(None) is None
+    now = [100.0]
+    slept: list[float] = []
+    limiter = RateLimiter(4, clock=lambda: now[0], sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
+    for _ in range(3):
+        limiter.wait()
+    assert slept == pytest.approx([0.25, 0.25])
