@@ -33,6 +33,8 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.pipelines.ingest_api import ingest_api
 
     res = ingest_api(ctx.lake, ctx.ledger, ctx.run_id, args.source or None, args.tenant or None, since=args.since, max_pages=args.max_pages)
+    if not res.details["sources"]:
+        return JobResult.of(res, "no API sources configured: nothing to fetch (declare [sources.NAME] in the settings TOML)")
     lines = [f"sources {', '.join(res.details['sources'])}: {res.counts.get('pages', 0)} page(s), {res.counts.get('rows', 0)} rows in "
              f"{res.counts.get('files', 0)} landing file(s); `rayapp run ingest` takes them"]  # fmt: skip
     for tenant, t in res.tenants.items():

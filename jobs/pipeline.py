@@ -28,13 +28,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-mode", choices=("serve", "inline"), default="serve", help="score_transactions --mode")
     p.add_argument("--allow-partial", action="store_true", help="exit 0 when publish was partial (dead letters)")
     p.add_argument("--verify", action="store_true", help="end with `reconcile`: prove every store equals the lake (exit 4 if not)")
+    p.add_argument("--check-freshness", action="store_true", help="end with `check_freshness`: alert on sources silent for too long")
 
 
 def _validate(args: argparse.Namespace) -> None:
     from rayapp.errors import ConfigError
 
     for name in [*args.only, *args.skip]:
-        if name not in (*STAGES, "reconcile"):
+        if name not in (*STAGES, "reconcile", "check_freshness"):
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 
 
@@ -53,7 +54,7 @@ def _stages(settings: Settings, args: argparse.Namespace, current_run_id: str | 
     from rayapp.orchestrate import Stage, resume_point, select
 
     stages: list[Stage] = []
-    for name in (*STAGES, *(("reconcile",) if args.verify else ())):
+    for name in (*STAGES, *(("reconcile",) if args.verify else ()), *(("check_freshness",) if args.check_freshness else ())):
         try:
             spec: Job = importlib.import_module(f"jobs.{name}").SPEC
         except ModuleNotFoundError:

@@ -194,6 +194,9 @@ def finish(ledger: Ledger, record: RunRecord, status: str, error: str | None = N
         ledger.record_run(record)
     except Exception as exc:  # noqa: BLE001 - an unreachable lake must not hide the real error
         logger.warning("could not write run record %s: %s", record.run_id, one_line(exc))
+    from rayapp.alerts import after_run
+
+    after_run(ledger, record)  # never raises: a notifier that is down does not fail the run
 
 
 def safe_args(args: argparse.Namespace) -> dict[str, Any]:

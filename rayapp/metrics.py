@@ -75,3 +75,14 @@ def set_reconcile_mismatches(store: str, rows: int) -> None:
     """Rows in which a store still differs from the lake after the last ``reconcile`` run."""
     _safe(lambda: _get("rayapp_reconcile_mismatches", "gauge", "Rows a store differs from the lake by (last reconcile)",
                        ("store",)).set(rows, tags={"store": store}))  # fmt: skip
+
+
+def record_alert(condition: str, notifier: str, ok: bool) -> None:
+    """Alerts sent, and notifier failures (a notifier that is down never fails a run)."""
+
+    def _do() -> None:
+        tags = {"condition": condition, "notifier": notifier}
+        name = "rayapp_alerts_sent_total" if ok else "rayapp_alert_failures_total"
+        _get(name, "counter", "Alerts delivered" if ok else "Alerts a notifier could not take", ("condition", "notifier")).inc(1, tags=tags)
+
+    _safe(_do)

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     writer_cpus: float = Field(default=0.1, gt=0, description="CPUs reserved per writer actor.")
     vector_min_score: float = Field(default=0.5, ge=0, le=1, description="Transactions with fraud_score >= this get vectors.")
 
+    alert_webhook_url: SecretStr | None = Field(default=None, description="Generic JSON webhook receiving alerts (a secret: often carries a token).")
+    alert_slack_webhook_url: SecretStr | None = Field(default=None, description="Slack-compatible incoming webhook receiving alerts.")
+    alert_smtp_url: SecretStr | None = Field(default=None, description="smtp://user:pass@host:25 (smtps:// or smtp+starttls://) for e-mail alerts.")
+    alert_email_to: list[str] = Field(default_factory=list, description="Recipients of e-mail alerts.")
+    alert_email_from: str = Field(default="rayapp@localhost", description="Sender of e-mail alerts.")
+    alert_quarantine_share: float = Field(default=0.05, ge=0, le=1, description="Alert when bronze_to_silver quarantines more than this share.")
+    alert_dlq_rows: int = Field(default=0, ge=0, description="Alert when more rows than this wait in the dead-letter queue after a publish.")
+    alert_freshness_hours: float = Field(default=24.0, gt=0, description="check_freshness alerts on a source with no successful ingest for this long.")
+    alert_timeout_s: float = Field(default=5.0, gt=0, description="Per notifier request; a notifier that is down never fails a run.")
+
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAYAPP_RAY_ADDRESS", "RAY_ADDRESS", "ray_address"),
@@ -194,6 +204,16 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name}: {exc}") from None
         return self
 
+    @field_validator("alert_webhook_url", "alert_slack_webhook_url", "alert_smtp_url")
+    @classmethod
+    def _check_alert_url(cls, v: SecretStr | None, info: Any) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        allowed = ("smtp", "smtps", "smtp+starttls") if info.field_name == "alert_smtp_url" else ("http", "https")
+        if urlsplit(v.get_secret_value()).scheme not in allowed:
+            raise ValueError(f"must start with {' or '.join(a + '://' for a in allowed)}")
+        return v
+
     @model_validator(mode="after")
     def _check_open_api(self) -> "Settings":
         if not self.api_auth and self.serve_host not in ("127.0.0.1", "localhost", "::1"):
@@ -236,11 +256,17 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 raw = value.get_secret_value()
-                out[name] = redact_url(raw) if "://" in raw else "**********"
+                if name.startswith("alert_") and "://" in raw:  # a webhook's token is its path
+                    parts = urlsplit(raw)
+                    out[name] = f"{parts.scheme}://{parts.hostname}/**********"
+                else:
+                    out[name] = redact_url(raw) if "://" in raw else "**********"
             elif isinstance(value, Enum):
                 out[name] = value.value
             elif isinstance(value, Path):
                 out[name] = str(value)
+            elif isinstance(value, dict) and all(isinstance(v, BaseModel) for v in value.values()):
+                out[name] = {k: v.model_dump(mode="json") for k, v in value.items()}  # SecretStr fields stay masked
             else:
                 out[name] = value
         return out

@@ -129,14 +129,12 @@ def fetch_tenant(lake: Lake, source_name: str, tenant: str, run_id: str, since: 
 
 
 def chosen_sources(settings: Settings, sources: list[str] | None) -> list[str]:
-    """The sources a run fetches (default: every configured one).
+    """The sources a run fetches (default: every configured one; none configured is nothing to do).
 
     Raises:
-        ConfigError: none configured, or an unknown name.
+        ConfigError: an unknown name.
     """
     names = sources or list(settings.sources)
-    if not names:
-        raise ConfigError("no API sources configured: declare [sources.NAME] in the settings TOML (see README, Sources)")
     for name in names:
         if name not in settings.sources:
             raise ConfigError(f"unknown API source {name!r} (sources: {', '.join(settings.sources) or 'none configured'})")
@@ -149,7 +147,7 @@ def ingest_api(lake: Lake, ledger: Ledger, run_id: str, sources: list[str] | Non
     of all sources in parallel as Ray tasks, into the landing zone.
 
     Raises:
-        ConfigError: no such source, or none configured.
+        ConfigError: no such source.
         RayappError: a tenant stopped (the API refused, kept failing, or served a page that could
             not be read); the other tenants' pages are in, and every tenant continues where it stands.
     """
@@ -157,18 +155,21 @@ def ingest_api(lake: Lake, ledger: Ledger, run_id: str, sources: list[str] | Non
 
     configured = lake.settings.sources
     names = chosen_sources(lake.settings, sources)
+    result = IngestApiResult()
+    result.details = {"sources": names, "tenants": result.tenants}
+    if not names:
+        logger.info("no API sources configured: nothing to fetch (declare [sources.NAME] in the settings TOML)")
+        return result
     lake.check_reachable()
     lake.ensure(LEDGER_API_CURSORS)
     task = ray.remote(num_cpus=0.1, max_retries=0)(fetch_tenant)
     refs = {(name, t): task.remote(lake, name, t, run_id, since, max_pages)
             for name in names for t in (tenants or configured[name].tenants or [NO_TENANT])}  # fmt: skip
-    result = IngestApiResult()
     for (name, tenant), ref in refs.items():
         got = ray.get(ref)
         result.tenants[f"{name}/{tenant}"] = got
         for k in ("pages", "rows", "files", "repeated_pages"):
             result.counts[k] = result.counts.get(k, 0) + got[k]
-    result.details = {"sources": names, "tenants": result.tenants}
     failed = {t: r["error"] for t, r in result.tenants.items() if r["error"]}
     if failed:
         raise RayappError("; ".join(f"{t}: {e}" for t, e in failed.items()))

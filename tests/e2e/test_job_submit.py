@@ -142,3 +142,16 @@ def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> No
             text = resp.read().decode()
     assert "rayapp_rows_total" in text and 'stage="ingest"' in text and 'kind="rows_written"' in text
     assert "rayapp_sink_write_seconds" in text and 'store="postgres"' in text and "rayapp_dlq_rows" in text
+
+    # What schedulers call (cluster/airflow): the Jobs API with the CLI's exit-code semantics.
+    from rayapp.tools.ray_jobs import JobFailed, submit_and_wait
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    ok = submit_and_wait(cluster["dashboard"], "python -m jobs.check_freshness", runtime_env=runtime_env, headers=auth, poll_s=1)
+    assert ok.status == "SUCCEEDED" and ok.exit_code == 0
+    with pytest.raises(JobFailed) as usage:
+        submit_and_wait(cluster["dashboard"], "python -m jobs.ingest --no-such-flag", runtime_env=runtime_env, headers=auth, poll_s=1)
+    assert usage.value.outcome.exit_code == 2 and not usage.value.retryable  # retrying bad arguments does not help
+    with pytest.raises(JobFailed) as busy:
+        submit_and_wait(cluster["dashboard"], "bash -c 'exit 75'", runtime_env=runtime_env, headers=auth, poll_s=1)
+    assert busy.value.outcome.exit_code == 75 and busy.value.retryable  # a held lease: try again later
