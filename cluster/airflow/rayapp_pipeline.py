@@ -32,11 +32,11 @@ from typing import Any
 
 try:  # Airflow 3
     from airflow.sdk import DAG, task
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 except ImportError:  # Airflow 2
     from airflow import DAG
     from airflow.decorators import task
-
-from airflow.exceptions import AirflowException, AirflowFailException
+    from airflow.exceptions import AirflowException, AirflowFailException
 
 DEFAULTS = {"owner": "data-platform", "retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True}
 START = datetime(2025, 1, 1)

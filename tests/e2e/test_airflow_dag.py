@@ -5,11 +5,16 @@ otherwise — the Jobs API logic the DAGs call is tested everywhere (test_ray_jo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# Before Airflow reads its configuration: these DAGs are the dags-folder bundle (Airflow 3's dag.test()
+# runs a DAG the bundle serialized), without the examples.
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[2] / "cluster" / "airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 pytest.importorskip("airflow")
 
 from tests.conftest import REPO  # noqa: E402
@@ -20,11 +25,14 @@ DAGS = REPO / "cluster" / "airflow"
 
 
 def _dagbag() -> Any:
-    try:
-        from airflow.models.dagbag import DagBag
-    except ImportError:  # Airflow 3 moved it
-        from airflow.dag_processing.dagbag import DagBag  # type: ignore[no-redef]
-    return DagBag(dag_folder=str(DAGS), include_examples=False)
+    try:  # Airflow 3
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=str(DAGS))
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        return DagBag(dag_folder=str(DAGS), include_examples=False)
 
 
 def test_dags_load_with_airflows_own_loader() -> None:
@@ -41,11 +49,12 @@ def test_dags_load_with_airflows_own_loader() -> None:
 def test_dag_test_runs_the_ingest_dag_on_the_test_cluster(cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     from deltalake import DeltaTable
 
-    from jobs import generate as generate_job
+    from rayapp.tools.ray_jobs import submit_and_wait
 
-    assert generate_job.entrypoint(["--data-dir", cluster["data"], "--rows", "3000", "--files", "1"]) == 0
     runtime_env = {"working_dir": str(REPO), "excludes": ["data/", ".venv/", ".git/", "*.egg-info/"],
                    "env_vars": {"RAYAPP_DATA_DIR": cluster["data"]}}  # fmt: skip
+    submit_and_wait(cluster["dashboard"], "python -m jobs.generate --rows 3000 --files 1", runtime_env=runtime_env,
+                    headers={"Authorization": f"Bearer {TOKEN}"}, poll_s=1)  # fmt: skip
     monkeypatch.setenv("RAYAPP_RAY_DASHBOARD", cluster["dashboard"])
     monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("RAYAPP_RUNTIME_ENV_JSON", json.dumps(runtime_env))
