@@ -186,6 +186,7 @@ API_CURSORS_SCHEMA = pa.schema(
         pa.field("tenant", pa.string(), nullable=False),
         pa.field("position", pa.string(), nullable=False),  # JSON (rayapp.sources.api.Position)
         pa.field("file", pa.string()),  # the landing file the page went to (null: a page with no rows)
+        pa.field("checksum", pa.string()),  # sha256 of that file's content
         pa.field("rows", pa.int64()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("recorded_at", UTC_US, nullable=False),

@@ -47,8 +47,9 @@ def positions(lake: Lake, source: str) -> dict[str, Position]:
     return {t: Position.from_json(p) for t, p in zip(table["tenant"].to_pylist(), table["position"].to_pylist())}
 
 
-def _record(lake: Lake, source: str, tenant: str, pos: Position, file: str | None, rows: int, run_id: str) -> None:
-    row = {"source": source, "tenant": tenant, "position": pos.to_json(), "file": file, "rows": rows, "run_id": run_id, "recorded_at": utcnow()}
+def _record(lake: Lake, source: str, tenant: str, pos: Position, file: str | None, checksum: str | None, rows: int, run_id: str) -> None:
+    row = {"source": source, "tenant": tenant, "position": pos.to_json(), "file": file, "checksum": checksum, "rows": rows, "run_id": run_id,
+           "recorded_at": utcnow()}  # fmt: skip
     lake.append(LEDGER_API_CURSORS, pa.Table.from_pylist([row], schema=API_CURSORS_SCHEMA))
 
 
@@ -110,15 +111,16 @@ def fetch_tenant(lake: Lake, source_name: str, tenant: str, run_id: str, since: 
                     continue
                 repeats = 0
                 out["pages"] += 1
-                file = None
+                file = checksum = None
                 if page.rows:
                     file = page_uri(lake.settings.landing, source_name, tenant, pos)
-                    body = "".join(json.dumps({**r, "_tenant": tenant}, separators=(",", ":")) + "\n" for r in page.rows)
-                    _write_durably(lake, file, body.encode())
+                    data = "".join(json.dumps({**r, "_tenant": tenant}, separators=(",", ":")) + "\n" for r in page.rows).encode()
+                    checksum = hashlib.sha256(data).hexdigest()
+                    _write_durably(lake, file, data)
                     out["rows"] += len(page.rows)
                     out["files"] += 1
                 pos = page.after
-                _record(lake, source_name, tenant, pos, file, len(page.rows), run_id)  # only now does the cursor move
+                _record(lake, source_name, tenant, pos, file, checksum, len(page.rows), run_id)  # only now does the cursor move
                 if pos.done:
                     break
     except (SourceError, MalformedPage) as exc:

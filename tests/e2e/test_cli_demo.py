@@ -62,6 +62,17 @@ def test_demo_then_runs(tmp_path: Path) -> None:
     assert "unavailable" not in demo.stdout.split("== serving stores")[1]
     parity = demo.stdout.split("== parity with the lake")[1].splitlines()[1:5]  # the demo ends with a parity line per store
     assert [line.split()[:2] for line in parity] == [["postgres", "equal:"], ["clickhouse", "equal:"], ["graph", "equal:"], ["vector", "equal:"]]
+    # ...and hands out a live API key with every scope (shown once; the lake keeps its hash).
+    import re
+
+    from rayapp.consumer.keys import KeyStore, Scope
+    from rayapp.lake import Lake
+    from rayapp.settings import load_settings
+
+    shown = re.search(r"export RAYAPP_KEY=(rayapp_\S+)", demo.stdout)
+    assert shown is not None
+    record = KeyStore(Lake(load_settings(overrides={"data_dir": str(tmp_path / "data")}))).verify(shown.group(1))
+    assert record is not None and set(record.scopes) == set(Scope)
 
     again = _rayapp("run", "ingest", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

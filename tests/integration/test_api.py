@@ -310,21 +310,24 @@ def test_keys_and_signed_urls_never_reach_the_logs(app: tuple[str, Settings]) ->
     assert leaked == []
 
 
-def test_slow_requests_answer_504(app: tuple[str, Settings]) -> None:
-    """With a time limit shorter than any lake read, the API answers 504 and keeps serving."""
+def test_slow_requests_answer_504_and_keys_can_be_switched_off_locally(app: tuple[str, Settings]) -> None:
+    """With a time limit shorter than any lake read, the API answers 504 and keeps serving; with
+    RAYAPP_API_AUTH=false (loopback only) no key is asked for."""
     from ray import serve
 
     from serve.app import build_app
 
     base, settings = app
-    serve.run(build_app({"settings": settings.model_copy(update={"api_timeout_s": 0.001})}), name=APP_NAME, route_prefix="/", blocking=False)
+    relaxed = settings.model_copy(update={"api_timeout_s": 0.001, "api_auth": False})
+    serve.run(build_app({"settings": relaxed}), name=APP_NAME, route_prefix="/", blocking=False)
     try:
-        status, body = get_json(f"{base}/v1/datasets/transactions", KEYS["all"])
+        status, body = get_json(f"{base}/v1/datasets/transactions", None)  # no key: not 401
         assert status == 504 and "longer than" in body["error"]
         assert get_json(f"{base}/healthz")[0] == 200
     finally:
         serve.run(build_app({"settings": settings}), name=APP_NAME, route_prefix="/", blocking=False)
     assert get_json(f"{base}/v1/datasets/transactions", KEYS["all"])[0] == 200
+    assert get_json(f"{base}/v1/datasets/transactions", None)[0] == 401  # keys are back on
 
 
 def test_s3_lake_files_get_real_presigned_urls(s3_server: dict[str, str], s3_bucket: str, tmp_path: Path) -> None:

@@ -95,6 +95,12 @@ def test_every_row_lands_once_then_ingests_with_the_source_name(tmp_path: Path, 
     for tid, acct, extra in zip(bronze["transaction_id"].to_pylist(), bronze["account_id"].to_pylist(), bronze["_extra"].to_pylist()):
         assert json.loads(extra)["_tenant"] == tenant[(tid, acct)]  # the tenant is kept
 
+    import hashlib
+
+    ledger = Lake(settings).read(LEDGER_API_CURSORS).to_pylist()
+    written = [r for r in ledger if r["file"]]
+    assert len(written) == len(list((Path(settings.landing) / "api").rglob("*.jsonl"))) > 1 and all(hashlib.sha256(Path(r["file"]).read_bytes()).hexdigest() == r["checksum"] for r in written)
+
     # The next run starts a new traversal from the highest updated_at seen: only rows at that mark come again.
     pos = positions(Lake(settings), "shop")
     assert all(p.done for p in pos.values())
