@@ -16,6 +16,8 @@ from rayapp.settings import Settings
 
 #: Stage order; a stage whose job module does not exist (yet) is left out.
 STAGES = ("ingest_api", "ingest", "bronze_to_silver", "silver_to_gold", "train_fraud_model", "score_transactions", "publish")
+#: Stages a flag appends, in this order: --verify, --check-freshness, --maintain.
+EXTRA_STAGES = ("reconcile", "check_freshness", "maintain")
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -29,13 +31,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial", action="store_true", help="exit 0 when publish was partial (dead letters)")
     p.add_argument("--verify", action="store_true", help="end with `reconcile`: prove every store equals the lake (exit 4 if not)")
     p.add_argument("--check-freshness", action="store_true", help="end with `check_freshness`: alert on sources silent for too long")
+    p.add_argument("--maintain", action="store_true", help="end with `maintain`: compact, checkpoint and vacuum the lake")
 
 
 def _validate(args: argparse.Namespace) -> None:
     from rayapp.errors import ConfigError
 
     for name in [*args.only, *args.skip]:
-        if name not in (*STAGES, "reconcile", "check_freshness"):
+        if name not in (*STAGES, *EXTRA_STAGES):
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 
 
@@ -54,7 +57,8 @@ def _stages(settings: Settings, args: argparse.Namespace, current_run_id: str | 
     from rayapp.orchestrate import Stage, resume_point, select
 
     stages: list[Stage] = []
-    for name in (*STAGES, *(("reconcile",) if args.verify else ()), *(("check_freshness",) if args.check_freshness else ())):
+    extra = [name for name, flag in zip(EXTRA_STAGES, (args.verify, args.check_freshness, args.maintain)) if flag]
+    for name in (*STAGES, *extra):
         try:
             spec: Job = importlib.import_module(f"jobs.{name}").SPEC
         except ModuleNotFoundError:

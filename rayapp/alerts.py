@@ -79,6 +79,10 @@ def _children(ledger: Ledger, run_id: str) -> list[RunRecord]:
     return [r for r in ledger.runs() if r.parent_run_id == run_id]
 
 
+#: Jobs whose "partial" means batches in the dead-letter queue.
+PUBLISHING = ("publish", "replay_dlq", "pipeline", "clickhouse_to_graph", "clickhouse_to_vectors")
+
+
 def conditions(ledger: Ledger, record: RunRecord) -> list[Alert]:
     """What is wrong with a run that just ended (at most one alert per condition)."""
     s = ledger.lake.settings
@@ -88,7 +92,7 @@ def conditions(ledger: Ledger, record: RunRecord) -> list[Alert]:
     if record.status == "failed" and not any(c.status == "failed" for c in children):  # a failed stage alerted already
         out.append(Alert("run_failed", "error", f"{record.job} failed: {record.error or 'no reason recorded'}", **base,
                          details={"error": record.error, "parent_run_id": record.parent_run_id}))  # fmt: skip
-    if record.status == "partial" and not any(c.status == "partial" for c in children):
+    if record.status == "partial" and record.job in PUBLISHING and not any(c.status == "partial" for c in children):
         out.append(Alert("partial_publish", "warning", f"{record.job} was partial: batches went to the dead-letter queue", **base,
                          details={"dead_letters": record.details.get("dead_letters")}))  # fmt: skip
     rows_in, quarantined = int(record.counts.get("rows_in", 0) or 0), int(record.counts.get("quarantined", 0) or 0)

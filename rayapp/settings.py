@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         default=False,
         description="Opt in to an S3-compatible store without conditional writes (Delta commits by copy + delete: unsafe when runs overlap).",
     )
+    lake_retention_hours: float = Field(
+        default=168.0, ge=0, description="`maintain` vacuums files removed longer ago than this (time travel window; watermarked versions are always kept)."
+    )
     lease_ttl_s: float = Field(default=120.0, gt=0, description="A stage's run lease expires this long after its owner's last heartbeat.")
 
     # One field per store (`<store>_url`); the store's module in rayapp/sinks declares its schemes and default.

@@ -39,7 +39,8 @@ def _ray_docs() -> list[tuple[Path, dict[str, Any]]]:
 
 def test_expected_manifests_exist() -> None:
     assert {p.name for p in MANIFESTS} >= {
-        "ray-job.pipeline.yaml", "ray-cronjob.pipeline.yaml", "ray-service.models.yaml", "ray-cluster.dev.yaml"
+        "ray-job.pipeline.yaml", "ray-cronjob.pipeline.yaml", "ray-cronjob.cadences.yaml", "ray-service.models.yaml", "ray-cluster.dev.yaml",
+        "secret.example.yaml",
     }  # fmt: skip
 
 
@@ -118,3 +119,49 @@ def test_compose_file_has_the_servers_the_opt_in_tests_use() -> None:
     for var in ("RAYAPP_IT_POSTGRES_URL", "RAYAPP_IT_CLICKHOUSE_URL", "RAYAPP_IT_NEO4J_URL", "RAYAPP_IT_S3_ENDPOINT",
                 "RAYAPP_IT_S3_BUCKET", "RAYAPP_IT_PINECONE_API_KEY"):  # fmt: skip
         assert var in text and var in tests, var  # documented where the servers start, read where the tests run
+
+
+def test_no_manifest_but_the_example_holds_a_secret() -> None:
+    """`kubectl apply` of a job or service manifest must never reset credentials to placeholders."""
+    kinds = {p.name: [d["kind"] for d in yaml.safe_load_all(p.read_text()) if d] for p in MANIFESTS}
+    assert kinds["secret.example.yaml"] == ["Secret"]
+    assert all("Secret" not in k for name, k in kinds.items() if name != "secret.example.yaml")
+    secret = yaml.safe_load((REPO / "kuberay" / "secret.example.yaml").read_text())
+    names = {ref["secretRef"]["name"] for _, doc in _ray_docs() for c in _containers(doc) for ref in c.get("envFrom", [])}
+    assert names == {secret["metadata"]["name"]}  # every manifest reads the example's Secret
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for cluster in _cluster_specs(doc)
+            for pod in [cluster["headGroupSpec"]["template"], *[g["template"] for g in cluster.get("workerGroupSpecs", [])]]
+            for c in pod["spec"]["containers"]]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "doc"), [(p, d) for p, d in _ray_docs() if d["kind"] in ("RayJob", "RayCronJob")],
+                         ids=lambda x: getattr(x, "name", ""))  # fmt: skip
+def test_jobs_keep_a_failed_cluster_for_debugging(path: Path, doc: dict[str, Any]) -> None:
+    job = doc["spec"].get("jobTemplate", doc["spec"])
+    strategy = job["deletionStrategy"]
+    # The CRD's CEL rules (jsonschema does not check them): rules or legacy policies, one status per condition.
+    assert "deletionRules" in strategy and not {"onSuccess", "onFailure"} & set(strategy)
+    for rule in strategy["deletionRules"]:
+        assert ("jobStatus" in rule["condition"]) != ("jobDeploymentStatus" in rule["condition"])
+    assert not job.get("shutdownAfterJobFinishes") and "ttlSecondsAfterFinished" not in job  # the rules decide
+    failed = sorted((r["condition"].get("ttlSeconds", 0), r["policy"]) for r in strategy["deletionRules"] if r["condition"].get("jobStatus") == "FAILED")
+    assert failed[0] == (0, "DeleteWorkers") and failed[-1][0] >= 3600 and failed[-1][1] == "DeleteCluster"  # the head stays a while
+    assert any(r["condition"].get("jobStatus") == "SUCCEEDED" and r["policy"] == "DeleteCluster" for r in strategy["deletionRules"])
+
+
+def test_rayservice_serves_what_serve_config_yaml_serves() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    local = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    service = yaml.safe_load((REPO / "kuberay" / "ray-service.models.yaml").read_text())
+    remote = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert remote["applications"] == local["applications"]  # one application, not two that drift apart
+    for config in (local, remote):
+        ServeDeploySchema.model_validate(config)  # Ray's own schema of a Serve config file
+        for d in config["applications"][0]["deployments"]:
+            auto = d["autoscaling_config"]
+            assert "num_replicas" not in d and 1 <= auto["min_replicas"] <= auto["max_replicas"], d["name"]
+    assert local["http_options"]["host"] == "127.0.0.1" and remote["http_options"]["host"] == "0.0.0.0"
