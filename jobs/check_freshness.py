@@ -21,17 +21,13 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
     from rayapp.alerts import send, stale_sources
-    from rayapp.ledger import Ledger
 
-    ledger = ctx.ledger
-    if args.hours is not None:
-        ledger = Ledger(type(ctx.lake)(ctx.settings.model_copy(update={"alert_freshness_hours": args.hours})))
-    report, alert = stale_sources(ledger)
+    report, alert = stale_sources(ctx.ledger, hours=args.hours)
     lines = [f"  {r['source']:<20} last ingest {r['last_ingest'] or 'never':<34} {'STALE' if r['stale'] else 'fresh'}" for r in report]
     sent: dict[str, bool] = {}
     if alert is not None:
         alert.run_id, alert.stage = ctx.run_id, "check_freshness"
-        sent = send(alert, ledger.lake.settings)
+        sent = send(alert, ctx.settings)
         lines.append(alert.summary + (f" (alerted: {', '.join(k for k, ok in sent.items() if ok) or 'no notifier took it'})" if sent
                                       else " (no notifier configured: set RAYAPP_ALERT_WEBHOOK_URL)"))  # fmt: skip
     return JobResult(counts={"sources": len(report), "stale_sources": sum(r["stale"] for r in report)},

@@ -208,14 +208,15 @@ def _email(payload: dict[str, Any], settings: Settings) -> bool:
         return False
 
 
-def stale_sources(ledger: Ledger, now: datetime | None = None) -> tuple[list[dict[str, Any]], Alert | None]:
+def stale_sources(ledger: Ledger, now: datetime | None = None, hours: float | None = None) -> tuple[list[dict[str, Any]], Alert | None]:
     """Every source (the landing zone's own and each API source) with its last successful ingest;
-    one ``stale_source`` alert naming those silent for longer than ``RAYAPP_ALERT_FRESHNESS_HOURS``."""
+    one ``stale_source`` alert naming those silent for longer than ``hours`` (default ``RAYAPP_ALERT_FRESHNESS_HOURS``)."""
     from rayapp.catalog import LEDGER_FILES
     from rayapp.pipelines.ingest import source_system_of
 
     s = ledger.lake.settings
     now = now or datetime.now(timezone.utc)
+    limit = s.alert_freshness_hours if hours is None else hours
     last: dict[str, datetime] = {}
     files = ledger.lake.read(LEDGER_FILES, columns=["path", "status", "recorded_at"])
     for path, status, at in zip(*(files[c].to_pylist() for c in ("path", "status", "recorded_at"))) if files.num_rows else ():
@@ -226,14 +227,14 @@ def stale_sources(ledger: Ledger, now: datetime | None = None) -> tuple[list[dic
     report = []
     for name in names:
         seen = last.get(name)
-        hours = (now - seen).total_seconds() / 3600 if seen else None
-        report.append({"source": name, "last_ingest": seen.isoformat() if seen else None, "hours": None if hours is None else round(hours, 2),
-                       "stale": hours is None or hours > s.alert_freshness_hours})  # fmt: skip
+        age = (now - seen).total_seconds() / 3600 if seen else None
+        report.append({"source": name, "last_ingest": seen.isoformat() if seen else None, "hours": None if age is None else round(age, 2),
+                       "stale": age is None or age > limit})  # fmt: skip
     stale = [r for r in report if r["stale"]]
     if not stale:
         return report, None
     listed = ", ".join(f"{r['source']} ({_age(r['hours'])})" for r in stale)
-    return report, Alert("stale_source", "warning", f"no successful ingest for over {s.alert_freshness_hours:g} h: {listed}",
+    return report, Alert("stale_source", "warning", f"no successful ingest for over {limit:g} h: {listed}",
                          counts={"stale_sources": len(stale)}, details={"sources": stale})  # fmt: skip
 
 

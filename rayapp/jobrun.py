@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rayapp import logs
+from rayapp.exitcodes import EXIT_BUSY, EXIT_CODES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE  # noqa: F401 (re-exported)
 from rayapp.errors import RayappError
 from rayapp.lake import Lake
 from rayapp.lease import Lease, LeaseBusy, acquire
@@ -25,24 +26,6 @@ if TYPE_CHECKING:
     from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_MISMATCH = 4
-EXIT_BUSY = 75  # EX_TEMPFAIL: try again later
-EXIT_INTERRUPTED = 130
-#: Every exit code of a job (the README's table is this one).
-EXIT_CODES = {
-    EXIT_OK: "succeeded (or partial with --allow-partial)",
-    EXIT_FAILED: "the run failed (its record says why)",
-    EXIT_USAGE: "bad arguments or settings (nothing started, nothing recorded)",
-    EXIT_PARTIAL: "partial: some batches went to the dead-letter queue (publish, replay_dlq, backfills, pipeline)",
-    EXIT_MISMATCH: "reconcile: a store still differs from the lake (run it with --repair)",
-    EXIT_BUSY: "another run of the same stage holds the lease on this lake (nothing started, nothing recorded)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-}
 
 
 @dataclass(kw_only=True)

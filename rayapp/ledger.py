@@ -214,6 +214,19 @@ class Ledger:
         table = table.filter(pc.equal(table["stage"], stage)).sort_by([("recorded_at", "ascending")])
         return {src: int(v) for src, v in zip(table["source"].to_pylist(), table["version"].to_pylist())}
 
+    def oldest_watermarks(self) -> dict[str, int]:
+        """Per source table, the oldest version any stage's (latest) watermark still points at."""
+        table = self.lake.read(LEDGER_WATERMARKS)
+        if table.num_rows == 0:
+            return {}
+        latest: dict[tuple[str, str], int] = {}
+        for stage, src, v in zip(*(table.sort_by([("recorded_at", "ascending")])[c].to_pylist() for c in ("stage", "source", "version"))):
+            latest[(stage, src)] = int(v)
+        out: dict[str, int] = {}
+        for (_, src), v in latest.items():
+            out[src] = min(out.get(src, v), v)
+        return out
+
     def watermark(self, stage: str, source: str) -> int | None:
         return self.watermarks(stage).get(source)
 

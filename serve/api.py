@@ -97,6 +97,15 @@ def authorize(scope: Optional[Scope]) -> Callable[..., Optional[ApiKey]]:
     return check
 
 
+async def _listed(request: Request, field: str) -> Any:
+    """The body's list: the body itself, or its ``field`` when it is an object (validated by the route)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(400, "body is not valid JSON") from None
+    return body.get(field) if isinstance(body, dict) else body
+
+
 def _dates(values: list[str]) -> list[date]:
     try:
         return [date.fromisoformat(v) for v in values]
@@ -163,11 +172,7 @@ class Api:
     @api.post("/fraud/score", tags=["models"], dependencies=[Depends(authorize(Scope.SCORE))],
               openapi_extra={"requestBody": {"content": {"application/json": {"schema": s.ScoreRequest.model_json_schema()}}}})  # fmt: skip
     async def score(self, request: Request) -> Any:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "body is not valid JSON")
-        records = body.get("transactions") if isinstance(body, dict) else body
+        records = await _listed(request, "transactions")
         if not isinstance(records, list) or not records:
             return _error(422, 'expected a non-empty JSON list of transactions (or {"transactions": [...]})')
         if len(records) > s.MAX_TRANSACTIONS:
@@ -182,11 +187,7 @@ class Api:
     @api.post("/embed", tags=["models"], dependencies=[Depends(authorize(Scope.SCORE))],
               openapi_extra={"requestBody": {"content": {"application/json": {"schema": s.EmbedRequest.model_json_schema()}}}})  # fmt: skip
     async def embed(self, request: Request) -> Any:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "body is not valid JSON")
-        texts = body.get("texts") if isinstance(body, dict) else body
+        texts = await _listed(request, "texts")
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             return _error(422, 'expected {"texts": ["…", …]} with at least one string')
         if len(texts) > s.MAX_TEXTS:

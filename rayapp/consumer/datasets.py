@@ -8,7 +8,6 @@ asks for the Parquet files of one snapshot (pinned to a Delta version) with a pr
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 
 from rayapp.catalog import GOLD_ACCOUNT, GOLD_MERCHANT, PREDICTIONS, SILVER, TableDef
 from rayapp.consumer import signing
+from rayapp.consumer.stream import stream_file
 from rayapp.errors import RayappError
 from rayapp.lake import Lake
 from rayapp.ledger import Ledger
@@ -136,18 +136,28 @@ class Delivery:
 
     # ---- snapshots ---------------------------------------------------------------------------
 
-    def _open(self, p: Published, version: int | None = None) -> Any:
-        if not self.lake.exists(p.table):
-            raise NotFound(f"dataset {p.name} has no data yet (run the pipeline)")
-        current = self.lake.open(p.table)
-        if version is None:
-            return current
-        if version < 0 or version > current.version():
-            raise NotFound(f"dataset {p.name} has no version {version} (versions 0 to {current.version()})")
+    def _current(self, p: Published) -> Any:
+        """The table at its current version, or None before its first write (one read of the log)."""
+        from deltalake.exceptions import TableNotFoundError
+
         try:
-            return self.lake.open(p.table, version)
+            return self.lake.open(p.table)
+        except TableNotFoundError:
+            return None
+
+    def _open(self, p: Published, version: int | None = None) -> Any:
+        dt = self._current(p)
+        if dt is None:
+            raise NotFound(f"dataset {p.name} has no data yet (run the pipeline)")
+        if version is None or version == dt.version():
+            return dt
+        if version < 0 or version > dt.version():
+            raise NotFound(f"dataset {p.name} has no version {version} (versions 0 to {dt.version()})")
+        try:
+            dt.load_as_version(version)
         except Exception as exc:  # noqa: BLE001 - delta-rs: the log of that version was cleaned up
             raise NotFound(f"version {version} of {p.name} is no longer kept ({exc})") from None
+        return dt
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every published dataset: description, current version, last update, row count."""
@@ -155,8 +165,8 @@ class Delivery:
         for p in PUBLISHED.values():
             entry: dict[str, Any] = {"name": p.name, "description": p.description, "version": None, "updated_at": None,
                                      "rows": 0, "files": 0, "size_bytes": 0}  # fmt: skip
-            if self.lake.exists(p.table):
-                dt = self.lake.open(p.table)
+            dt = self._current(p)
+            if dt is not None:
                 actions = _actions(dt)
                 last = dt.history(1)[0]
                 entry.update(version=dt.version(), updated_at=_when(last), rows=int(pc.sum(actions["num_records"]).as_py() or 0),
@@ -268,11 +278,11 @@ class Delivery:
         p = published(name)
         dt = self._open(p, version)
         snapshot = dt.version()
-        ds = self.lake.dataset(p.table, snapshot)
+        ds = dt.to_pyarrow_dataset(filesystem=self.lake.table_fs(p.table))  # the snapshot already open
         where = _date_filter(p, ds.schema, dates)
         batches = ds.scanner(filter=where, batch_size=BATCH_ROWS).to_batches()
         suffix = "_" + "_".join(d.isoformat() for d in sorted(dates)[:3]) if dates else ""
-        return f"{p.name}_v{snapshot}{suffix}.{fmt}", _stream(ds.schema, batches, fmt)
+        return f"{p.name}_v{snapshot}{suffix}.{fmt}", stream_file(ds.schema, batches, fmt)
 
 
 def _when(history_entry: dict[str, Any]) -> str | None:
@@ -299,50 +309,3 @@ def _date_filter(p: Published, schema: pa.Schema, dates: list[date]) -> Any:
         one = (col >= pa.scalar(start, typ)) & (col < pa.scalar(start + timedelta(days=1), typ))
         where = one if where is None else where | one
     return where
-
-
-class _Spool(io.RawIOBase):
-    """A write-only file that hands out what was written since the last ``take``."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        data = bytes(b)
-        self.parts.append(data)
-        self.written += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.written
-
-    def take(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
-        return out
-
-
-def _stream(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: str) -> Iterator[bytes]:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    spool = _Spool()
-    sink = pa.PythonFile(spool, mode="w")
-    writer: Any = pq.ParquetWriter(sink, schema) if fmt == "parquet" else pcsv.CSVWriter(sink, schema)
-    try:
-        for batch in batches:
-            if batch.num_rows:
-                writer.write_table(pa.Table.from_batches([batch])) if fmt == "parquet" else writer.write_batch(batch)
-                chunk = spool.take()
-                if chunk:
-                    yield chunk
-        writer.close()
-        writer = None
-        yield spool.take()
-    finally:
-        if writer is not None:
-            writer.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from rayapp.catalog import LEDGER_WATERMARKS, SILVER, TABLES, TableDef
+from rayapp.catalog import SILVER, TABLES, TableDef
 from rayapp.lake import Lake
 from rayapp.ledger import Ledger, StageResult
 
@@ -49,14 +49,7 @@ def _footprint(lake: Lake, table: TableDef) -> dict[str, int]:
 
 def watermark_floor(lake: Lake, table: TableDef) -> int | None:
     """The oldest version of ``table`` any stage's watermark still points at (None: no stage reads it incrementally)."""
-    marks = lake.read(LEDGER_WATERMARKS)
-    if marks.num_rows == 0:
-        return None
-    marks = marks.filter(pc.equal(marks["source"], table.name)).sort_by([("recorded_at", "ascending")])
-    latest: dict[str, int] = {}
-    for stage, version in zip(marks["stage"].to_pylist(), marks["version"].to_pylist()):
-        latest[stage] = int(version)
-    return min(latest.values()) if latest else None
+    return Ledger(lake).oldest_watermarks().get(table.name)
 
 
 def maintain(lake: Lake, ledger: Ledger, run_id: str, *, retention_hours: float, tables: list[str] | None = None,
@@ -73,6 +66,7 @@ def maintain(lake: Lake, ledger: Ledger, run_id: str, *, retention_hours: float,
     result = MaintainResult()
     pinned_since = datetime.now(timezone.utc).timestamp() * 1000 - lake.settings.api_url_ttl_s * 1000  # ms, as the log
     chosen = [TABLES[t] for t in tables] if tables else list(TABLES.values())
+    floors = ledger.oldest_watermarks()  # read once: compaction and vacuum do not move watermarks
     for table in chosen:
         if not lake.exists(table):
             continue
@@ -93,7 +87,7 @@ def maintain(lake: Lake, ledger: Ledger, run_id: str, *, retention_hours: float,
             dt = lake.open(table)
             dt.create_checkpoint()
             dt.cleanup_metadata()
-        floor = watermark_floor(lake, table)
+        floor = floors.get(table.name)
         current = dt.version()
         keep = set(range(floor, current + 1)) if floor is not None else {current}
         # Versions a presigned file URL may still name (committed within the URLs' lifetime).

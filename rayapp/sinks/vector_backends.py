@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from rayapp.catalog import Dataset, dataset_schema
+from rayapp.sinks import vector_filter
 from rayapp.sinks.base import SinkError
 from rayapp.urls import url_query
 
@@ -122,11 +123,12 @@ class Lance:
     def count(self, dataset: Dataset) -> int:
         return int(self.db.open_table(COLLECTIONS[dataset]).count_rows())
 
-    def search(self, dataset: Dataset, vector: list[float], k: int, where: str | None, columns: list[str]) -> list[dict[str, Any]]:
+    def search(self, dataset: Dataset, vector: list[float], k: int, flt: dict[str, Any] | None, columns: list[str]) -> list[dict[str, Any]]:
         if COLLECTIONS[dataset] not in self.db.table_names():
             return []
         query = (self.db.open_table(COLLECTIONS[dataset]).search(vector, vector_column_name="vector").distance_type("cosine")
                  .select(["id", *columns]).limit(k))  # fmt: skip
+        where = vector_filter.to_sql(flt)  # the checked Pinecone-style filter as SQL
         if where:
             query = query.where(where, prefilter=True)
         got = query.to_arrow().to_pylist()

@@ -127,9 +127,7 @@ class VectorSink(StoreSink[VectorOptions]):
             raise SinkError(f"vector store has no collection {dataset.value}")
         flt = vector_filter.check(dataset, flt)
         columns = [c for c in dataset_schema(dataset).names if c not in ("id", "vector", "_version")]
-        backend = self._open()
-        where = vector_filter.to_sql(flt) if isinstance(backend, Lance) else flt
-        return backend.search(dataset, vector, k, where, columns)
+        return self._open().search(dataset, vector, k, flt, columns)
 
     def counts(self) -> dict[str, int]:
         backend = self._open()

@@ -1,10 +1,10 @@
 """Submit a job to a Ray cluster through the Ray Jobs API and wait for it, with the CLI's exit-code
 semantics: what schedulers (the Airflow DAG in ``cluster/airflow``) call.
 
-Exit codes (``rayapp.jobrun.EXIT_CODES``): 0 succeeded; 3 partial (a failure unless partial is
+Exit codes (:data:`rayapp.exitcodes.EXIT_CODES`): 0 succeeded; 3 partial (a failure unless partial is
 allowed); 75 another run holds the stage's lease (retry later); 2 bad arguments and 4 a store
 differs from the lake (retrying does not help); anything else failed (a retry may help).
-Imports only the Ray Jobs SDK and the standard library, so a scheduler's workers need nothing else.
+Imports only the Ray Jobs SDK and leaf modules, so a scheduler's workers need nothing else of rayapp's dependencies.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rayapp.exitcodes import EXIT_BUSY, EXIT_MISMATCH, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_MISMATCH, EXIT_BUSY = 0, 1, 2, 3, 4, 75
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
