@@ -22,9 +22,10 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
     version = args.model_version
     if args.mode == "serve":
+        from rayapp.logs import is_terminal
         from serve.app import deploy
 
-        version = deploy(ctx.settings, args.model_version)
+        version = deploy(ctx.settings, args.model_version, quiet=is_terminal())
     res = score_transactions(
         ctx.lake, ctx.ledger, ctx.run_id, mode=args.mode, full=args.full, model_version=version,
         concurrency=args.concurrency, batch_size=args.batch_size,

@@ -13,7 +13,6 @@ import importlib
 import json
 import pkgutil
 import sys
-from datetime import datetime
 from types import ModuleType
 from typing import Callable, NoReturn
 
@@ -102,13 +101,10 @@ def _settings_argv(args: argparse.Namespace) -> list[str]:
     return out + (["--lake-uri", args.lake_uri] if args.lake_uri else [])
 
 
-def _fmt_ts(ts: datetime | None) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from rayapp.lake import Lake
     from rayapp.ledger import Ledger
+    from rayapp.tools.runs_view import run_doc, run_tree, runs_table
 
     lake = Lake(settings_from_args(args))
     lake.check_reachable()
@@ -118,23 +114,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if rec is None:
             sys.stderr.write(f"error: no run {args.run_id!r} in the ledger at {ledger.runs_uri}\n")
             return 1
-        doc = rec.to_row() | {"args": rec.args, "counts": rec.counts, "versions_read": rec.versions_read,
-                              "versions_written": rec.versions_written, "details": rec.details}  # fmt: skip
-        print(json.dumps(doc, indent=2, default=str))
+        children = [r for r in ledger.runs() if r.parent_run_id == rec.run_id]
+        print(json.dumps(run_doc(rec, children), indent=2, default=str) if args.json else run_tree(rec, children))
         return 0
     runs = ledger.runs(job=args.job, limit=args.limit)
     if args.json:
         print(json.dumps([r.to_row() for r in runs], default=str, indent=2))
         return 0
-    if not runs:
-        print(f"no runs recorded yet in {ledger.runs_uri}")
-        return 0
-    header = f"{'RUN ID':<40} {'JOB':<18} {'STATUS':<10} {'STARTED (UTC)':<19} {'DURATION':>9}  COUNTS"
-    print(header)
-    for r in runs:
-        dur = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
-        counts = " ".join(f"{k}={v}" for k, v in r.counts.items() if v) or (r.error or "")[:60]
-        print(f"{r.run_id:<40} {r.job:<18} {r.status:<10} {_fmt_ts(r.started_at):<19} {dur:>9}  {counts}")
+    print(runs_table(runs) if runs else f"no runs recorded yet in {ledger.runs_uri}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``rayapp report``: the run report as one offline HTML page (the Serve app's ``/ui``)."""
+    from rayapp.lake import Lake
+    from rayapp.report import write_report
+
+    settings = settings_from_args(args)
+    lake = Lake(settings)
+    lake.check_reachable()
+    path = write_report(lake, args.out or str(settings.data_dir / "report.html"), args.run_id)
+    sys.stderr.write("run report written (open it in a browser; it needs no network):\n")
+    print(path)
     return 0
 
 
@@ -142,6 +143,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     """``rayapp keys create|list|revoke``: API keys of the HTTP API (hashes in the lake's ledger)."""
     from rayapp.consumer.keys import KeyStore, parse_scopes
     from rayapp.lake import Lake
+    from rayapp.tools.runs_view import fmt_ts
 
     lake = Lake(settings_from_args(args))
     lake.check_reachable()
@@ -165,7 +167,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     print(f"{'KEY ID':<14} {'NAME':<24} {'CREATED (UTC)':<19} {'REVOKED (UTC)':<19} SCOPES")
     for k in keys:
-        print(f"{k.key_id:<14} {k.name[:24]:<24} {_fmt_ts(k.created_at):<19} {_fmt_ts(k.revoked_at):<19} {','.join(s.value for s in k.scopes)}")
+        print(f"{k.key_id:<14} {k.name[:24]:<24} {fmt_ts(k.created_at):<19} {fmt_ts(k.revoked_at):<19} {','.join(s.value for s in k.scopes)}")
     return 0
 
 
@@ -216,10 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("runs", help="show the run ledger, newest first")
     rs.add_argument("--limit", type=int, default=20)
     rs.add_argument("--job", help="only runs of this job")
-    rs.add_argument("--run-id", help="show one run in full (counts per stage, details)")
+    rs.add_argument("--run-id", help="one run in full: a pipeline as a tree of its stage runs, counts, versions")
     rs.add_argument("--json", action="store_true", help="machine-readable output")
     _settings_options(rs, "sub_")
     rs.set_defaults(fn=cmd_runs)
+    rp = sub.add_parser("report", help="the run report: one offline HTML page with plots (also served at /ui)")
+    rp.add_argument("--run-id", help="the run to report on (default: the latest pipeline run)")
+    rp.add_argument("--out", help="where to write it (default: <data_dir>/report.html)")
+    _settings_options(rp, "sub_")
+    rp.set_defaults(fn=cmd_report)
     sv = sub.add_parser("serve", help="run the models (FraudScorer, Embedder) and their HTTP API locally")
     sv.add_argument("--port", type=int, help="HTTP port (default: RAYAPP_SERVE_PORT, 8000)")
     sv.add_argument("--model-version", help="fraud model version (default: latest)")

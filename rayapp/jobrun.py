@@ -116,12 +116,9 @@ def _run(job: Job, settings: Settings, args: argparse.Namespace, lake: Lake, led
         finish(ledger, record, "failed", error=error)
         return fail(f"{job.name}: {error}")
     finish(ledger, record, result.status)
-    from rayapp.metrics import record_run
-
-    record_run(job.name, result.status, record.duration_s or 0.0, result.counts)
     if result.summary:
         print(result.summary)
-    print(f"{job.name}: {result.status} (run {run_id})")
+    print(f"{job.name}: {result.status} in {record.duration_s or 0:.1f}s (run {run_id})")
     if result.status == "partial" and not getattr(args, "allow_partial", False):
         sys.stderr.write(f"error: {job.name} was partial: see `rayapp runs --run-id {run_id}` (--allow-partial exits 0)\n")
         return EXIT_PARTIAL
@@ -178,6 +175,9 @@ def finish(ledger: Ledger, record: RunRecord, status: str, error: str | None = N
     except Exception as exc:  # noqa: BLE001 - an unreachable lake must not hide the real error
         logger.warning("could not write run record %s: %s", record.run_id, one_line(exc))
     from rayapp.alerts import after_run
+    from rayapp.metrics import record_run
+
+    record_run(record.job, status, record.duration_s or 0.0, record.counts, record.ended_at.timestamp())
 
     after_run(ledger, record)  # never raises: a notifier that is down does not fail the run
 

@@ -67,6 +67,15 @@ class Lake(Storage):
         """The table's current version, None when it does not exist."""
         return self.open(table).version() if self.exists(table) else None
 
+    def rows(self, table: TableLike, version: int | None = None) -> int:
+        """Rows in the table (0 when it does not exist), from the log's file statistics: no data read."""
+        if not self.exists(table):
+            return 0
+        import pyarrow.compute as pc
+
+        actions = pa.table(self.open(table, version).get_add_actions(flatten=True))
+        return int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+
     def ensure(self, table: TableDef) -> "DeltaTable":
         """Create ``table`` from its catalog definition if it does not exist (idempotent) and open it."""
         from deltalake import DeltaTable

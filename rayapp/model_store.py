@@ -104,7 +104,9 @@ def load_embedder(model: str | None = None, device: str | None = None, threads: 
     """
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per replica start is log noise
     if threads:
         torch.set_num_threads(threads)
     if device is None:

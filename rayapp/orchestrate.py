@@ -69,12 +69,14 @@ def describe(stages: list[Stage]) -> str:
 def run_stages(stages: list[Stage], pipeline_run_id: str) -> PipelineOutcome:
     """Run the selected stages in order; stop at the first failure (later stages do not run)."""
     out = PipelineOutcome(stages=[])
-    for s in stages:
+    n = len(stages)
+    for i, s in enumerate(stages, 1):
         if s.skip_reason:
             out.stages.append({"stage": s.name, "status": "skipped", "reason": s.skip_reason})
+            print(f"\n==> [{i}/{n}] {s.name}: skipped ({s.skip_reason})", flush=True)
             continue
         logger.info("pipeline %s: stage %s", pipeline_run_id, s.name)
-        print(f"\n== {s.name} ==", flush=True)
+        print(f"\n==> [{i}/{n}] {s.name}", flush=True)
         code = s.run(pipeline_run_id)
         status = {EXIT_OK: "succeeded", EXIT_PARTIAL: "partial", EXIT_MISMATCH: "mismatch"}.get(code, "failed")
         out.stages.append({"stage": s.name, "status": status, "exit_code": code})

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 
+from rayapp import logs
 from rayapp.errors import RayappError
 from rayapp.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+#: Loggers whose INFO lines are Ray's own bookkeeping (execution plans, "finished in"): warnings
+#: only on the console unless ``log_level`` is DEBUG; they stay in Ray's log files.
+_CHATTY = ("ray.data",)
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -15,24 +21,42 @@ def ensure_ray(settings: Settings) -> None:
 
     Joins ``settings.ray_address`` (``RAY_ADDRESS``: a ``ray start --head`` cluster, or the
     cluster a ``ray job submit`` driver runs on) when set; otherwise starts a local instance
-    with ``settings.ray_num_cpus`` CPUs. Token authentication stays at Ray's default.
+    with ``settings.ray_num_cpus`` CPUs. Token authentication stays at Ray's default. Every worker
+    of the job logs like the driver (``rayapp.logs.worker_setup``). Ray Data shows one progress bar
+    per dataset on a terminal and none otherwise (the stage's own log lines say what happened).
     """
     import ray
 
     if ray.is_initialized():
         return
-    common = {"logging_level": logging.WARNING, "configure_logging": True, "log_to_driver": True}
+    quiet = settings.log_level != "DEBUG"
+    if quiet:  # gRPC's "skipping fork() handlers" notices each time an embedded engine forks a server
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    common = {"logging_level": logging.WARNING, "configure_logging": True, "log_to_driver": True,
+              "runtime_env": logs.runtime_env_hook()}  # fmt: skip
     try:
         if settings.ray_address:
             ray.init(address=settings.ray_address, **common)
             logger.info("joined Ray cluster at %s", settings.ray_address)
         else:
+            if quiet:  # a local instance of our own: Ray's notice about its token is not news
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             ray.init(address="local", num_cpus=settings.ray_num_cpus, include_dashboard=False, **common)
             logger.info("started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))
     except ConnectionError as exc:
         raise RayappError(f"cannot connect to Ray at {settings.ray_address}: {exc}") from None
-    from ray.data import DataContext
+    logs.publish()
+    from ray.data import DataContext  # imported: Ray Data has configured its loggers
+
+    if quiet:
+        for name in _CHATTY:
+            for handler in logging.getLogger(name).handlers:
+                if handler.name == "console":  # Ray Data's own log file keeps every line
+                    handler.setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled" notices
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = logs.is_terminal()
+    ctx.enable_operator_progress_bars = False
     ctx.verbose_stats_logs = False
+    ctx.enable_auto_log_stats = False

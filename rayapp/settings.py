@@ -26,6 +26,7 @@ _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rayapp
 
 
 class LogFormat(str, Enum):
+    AUTO = "auto"  # text on a terminal, JSON lines otherwise
     JSON = "json"
     TEXT = "text"
 
@@ -147,7 +148,7 @@ class Settings(BaseSettings):
     api_url_ttl_s: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned file URLs.")
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body the API reads.")
     api_timeout_s: float = Field(default=30.0, gt=0, description="A request still working after this long answers 504.")
-    log_format: LogFormat = LogFormat.JSON
+    log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
 
     @classmethod

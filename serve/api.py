@@ -2,13 +2,16 @@
 and the versioned consumer API (``/v1/…``: datasets with presigned files, search, lookups).
 
 Every route but ``/healthz`` (and the ``/docs`` page and its schema) needs an API key with the
-route's scope (``Authorization: Bearer <key>``); ``/v1/blobs/…`` URLs carry their own signature.
+route's scope (``Authorization: Bearer <key>``; the ``/ui`` report page also takes it as the
+password of the browser's login prompt); ``/v1/blobs/…`` URLs carry their own signature.
 Bodies are bounded before any route parses them (:mod:`rayapp.consumer.limits`), every request
 is bounded in time (``RAYAPP_API_TIMEOUT_S`` → 504), and client mistakes answer 4xx with a message.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
 import asyncio
+import base64
+import binascii
 import functools
 import logging
 from datetime import date
@@ -28,6 +31,7 @@ from rayapp.consumer.datasets import BadRequest, Delivery, NotFound
 from rayapp.consumer.keys import ApiKey, KeyStore, Scope
 from rayapp.consumer.limits import BodyLimits
 from rayapp.consumer.signing import BadSignature
+from rayapp.errors import RayappError
 from rayapp.lake import Lake
 from rayapp.settings import Settings
 from rayapp.sinks import make_sink
@@ -78,18 +82,34 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal error (logged on the server)")
 
 
-def authorize(scope: Optional[Scope]) -> Callable[..., Optional[ApiKey]]:
-    """A route dependency: the caller's key, which must be live and hold ``scope``."""
+def _basic_password(request: Request) -> Optional[str]:
+    """The password of an ``Authorization: Basic`` header (a browser's login prompt), if any."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2] or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def authorize(scope: Optional[Scope], browser: bool = False) -> Callable[..., Optional[ApiKey]]:
+    """A route dependency: the caller's key, which must be live and hold ``scope``. A ``browser``
+    page also takes the key as the password of HTTP Basic auth (the browser asks for it)."""
+    challenge = {"WWW-Authenticate": 'Basic realm="rayapp: any user name, the API key as password", charset="UTF-8"' if browser else "Bearer"}
 
     def check(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer)) -> Optional[ApiKey]:
         state = request.app.state
         if not state.auth:
             return None
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
-        key = state.keys.verify(credentials.credentials)
+        secret = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else None
+        if secret is None and browser:
+            secret = _basic_password(request)
+        if secret is None:
+            raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", headers=challenge)
+        key = state.keys.verify(secret)
         if key is None:
-            raise HTTPException(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, "unknown or revoked API key", headers=challenge)
         if not key.allows(scope):
             raise HTTPException(403, f"this key lacks the {scope.value if scope else ''} scope")
         return key
@@ -121,7 +141,7 @@ class Api:
         self.embedder = embedder
         self.settings = settings
         self.timeout_s = settings.api_timeout_s
-        lake = Lake(settings)
+        self.lake = lake = Lake(settings)
         self.delivery = Delivery(lake, settings.api_url_ttl_s)
         self.stores: dict[str, Any] = {}
         api.state.auth = settings.api_auth
@@ -161,6 +181,16 @@ class Api:
         """Every route and schema (Swagger UI from local assets; "Authorize" takes an API key)."""
         return get_swagger_ui_html(openapi_url="/openapi.json", title="rayapp API", swagger_js_url="/docs/assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/assets/swagger-ui.css", swagger_favicon_url="/docs/assets/favicon-32x32.png")  # fmt: skip
+
+    @api.get("/ui", include_in_schema=False, dependencies=[Depends(authorize(Scope.DATASETS_READ, browser=True))])
+    async def ui(self, run_id: Optional[str] = Query(None, max_length=200)) -> HTMLResponse:
+        """The run report (``rayapp report``), made from the lake on each request."""
+        from rayapp.report import build_report
+
+        try:
+            return HTMLResponse(await self._bounded(build_report, self.lake, run_id))
+        except RayappError as exc:
+            raise HTTPException(404, str(exc)) from None
 
     # ---- models -------------------------------------------------------------------------------------
 

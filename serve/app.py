@@ -142,11 +142,11 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     return Api.bind(scorer, embedder, settings)
 
 
-def _start_proxy(host: str, port: int, timeout_s: float) -> None:
+def _start_proxy(host: str, port: int, timeout_s: float, log_level: str = "INFO") -> None:
     """Start Serve's HTTP proxy on host:port; a port another process holds is a clear error, not a hang."""
     try:
         # The proxy's own limit backs up the API's per-request one (which answers 504 first).
-        serve.start(http_options={"host": host, "port": port, "request_timeout_s": timeout_s + 5})
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": timeout_s + 5}, logging_config={"log_level": log_level})
     except Exception as exc:  # noqa: BLE001 - Ray wraps the proxy's bind failure in a RayTaskError
         if "Failed to bind" not in str(exc):
             raise
@@ -157,20 +157,26 @@ def _start_proxy(host: str, port: int, timeout_s: float) -> None:
         ) from None
 
 
-def deploy(settings: Settings, model_version: Optional[str] = None) -> str:
+def deploy(settings: Settings, model_version: Optional[str] = None, *, quiet: bool = False) -> str:
     """Run the application on the connected cluster unless it already runs; returns the served model version.
 
     The replicas get this whole Settings object (secrets stay ``SecretStr``). A ``model_version``
-    other than the one served is hot-swapped in through ``user_config``.
+    other than the one served is hot-swapped in through ``user_config``. ``quiet`` (a batch stage
+    that starts Serve for itself, watched on a terminal): Serve's controller, proxy and replicas
+    log warnings only, no access log lines.
     """
     args = {"settings": settings, "model_version": model_version or "latest"}
+    level = "WARNING" if quiet and settings.log_level != "DEBUG" else settings.log_level
+    logging_config = {"log_level": level, "enable_access_log": level != "WARNING"}
+    if quiet:  # this driver's own Serve lines ("Started Serve", "Application … is ready")
+        logging.getLogger("ray.serve").setLevel(level)
     if not serve_app_running():
-        _start_proxy(settings.serve_host, settings.serve_port, settings.api_timeout_s)
-        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+        _start_proxy(settings.serve_host, settings.serve_port, settings.api_timeout_s, level)
+        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False, logging_config=logging_config)
     handle: Any = deployment(SCORER)
     served = handle.describe.remote().result()["model_version"]
     if model_version and model_version not in ("latest", served):
-        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False, logging_config=logging_config)
         served = handle.describe.remote().result()["model_version"]
     return str(served)
 

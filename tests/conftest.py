@@ -52,7 +52,10 @@ def ray_local() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        from rayapp.logs import runtime_env_hook
+
+        # as rayapp.runtime.ensure_ray does: every worker logs like the driver
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", runtime_env=runtime_env_hook())
     yield
     ray.shutdown()
 

@@ -115,6 +115,28 @@ def _auc_pr(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
     return float(roc), ap
 
 
+def evaluation_curves(y: np.ndarray, s: np.ndarray, points: int = 200, bins: int = 20) -> dict[str, Any]:
+    """ROC and precision-recall curves (at most ``points`` thresholds each, from the highest score
+    down) and the score histogram per label: what the run report plots."""
+    hist_edges = np.linspace(0.0, 1.0, bins + 1)
+    out: dict[str, Any] = {"score_bins": [round(float(e), 4) for e in hist_edges],
+                           "scores_fraud": np.histogram(s[y == 1], hist_edges)[0].tolist(),
+                           "scores_legit": np.histogram(s[y == 0], hist_edges)[0].tolist()}  # fmt: skip
+    pos, neg = int(y.sum()), len(y) - int(y.sum())
+    if pos == 0 or neg == 0:
+        return out
+    desc = np.argsort(-s, kind="mergesort")
+    ys, ss = y[desc], s[desc]
+    last_of_score = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]  # one point per distinct threshold
+    tp, fp = np.cumsum(ys)[last_of_score], np.cumsum(1 - ys)[last_of_score]
+    pick = np.unique(np.linspace(0, len(tp) - 1, min(points, len(tp))).astype(int))
+    tp, fp = tp[pick], fp[pick]
+    r4 = lambda a: [round(float(v), 5) for v in a]  # noqa: E731
+    out["roc"] = {"fpr": [0.0, *r4(fp / neg)], "tpr": [0.0, *r4(tp / pos)]}
+    out["pr"] = {"recall": r4(tp / pos), "precision": r4(tp / np.maximum(tp + fp, 1))}
+    return out
+
+
 def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
     """The score cut that maximises F1 on ``(y, s)``."""
     order = np.argsort(-s)
@@ -168,6 +190,7 @@ def train(features: pl.DataFrame, version: str, categories: list[str], eval_frac
         "split_time": str(cut),
         "features": list(FEATURES),
         "importance": dict(zip(FEATURES, (int(v) for v in model.booster.feature_importance("gain")))),
+        "curves": evaluation_curves(ye, se),
     }
     logger.info("trained fraud model %s: ROC-AUC %.4f, PR-AUC %.4f on %d held-out rows", version, roc, pr, eval_df.height)
     return model

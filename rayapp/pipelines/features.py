@@ -121,7 +121,7 @@ def build_features(
 
     dt = lake.open(SILVER, version)
     files = dt.file_uris()
-    rows = int(pc.sum(pa.table(dt.get_add_actions(flatten=True))["num_records"]).as_py() or 0)
+    rows = lake.rows(SILVER, version)
     parts = partitions or max(2, min(64, math.ceil(rows / 400_000)))
     staging = lake.path("_staging", f"features-{run_id}")
     items = [{"pid": p} for p in range(parts)]

@@ -87,4 +87,4 @@ class Router:
             self.put = ray.put
         ref = self.put(block)
         for name in names:
-            self.fan.submit(name, dataset, ref)
+            self.fan.submit(name, dataset, ref, rows=block.num_rows)

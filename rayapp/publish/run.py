@@ -24,13 +24,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rayapp.catalog import GOLD_DATASETS, GOLD_MERCHANT, Dataset
+from rayapp.catalog import GOLD_DATASETS, GOLD_MERCHANT, PREDICTIONS, SILVER, Dataset
 from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger, StageResult
 from rayapp.publish.changes import Changes, find_changes, store_watermark, watermark_stage
 from rayapp.publish.embedding import send_vectors
 from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, tombstone_batches, transaction_batches
 from rayapp.publish.routing import Router
+from rayapp.progress import Progress
 from rayapp.publish.writers import Fanout, StoreTally, start_writers, stop_writers
 from rayapp.sinks import select, stores
 from rayapp.sinks.base import StoreSpec
@@ -64,17 +65,21 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
         mark = None if full else store_watermark(lake, ledger, spec)
         groups.setdefault(tuple(sorted(mark.items())) if mark else None, []).append(spec)
     pools = start_writers(lake, names, run_id)
-    fan = Fanout(lake, run_id, pools)
+    progress = Progress("publish", names)
+    fan = Fanout(lake, run_id, pools, progress=progress)
     plans: list[tuple[list[StoreSpec[Any]], Changes]] = []
     rows_read = 0
     try:
         for key, specs in groups.items():
             ch = find_changes(lake, dict(key) if key is not None else None)
             logger.info("publish plan for %s: %s", ", ".join(s.name for s in specs), ch.describe())
+            for spec in specs:
+                progress.expect(spec.name, expected_rows(lake, ch, spec))
             rows_read += _send_changes(lake, router_for(lake, fan, [s.name for s in specs]), ch)
             plans.append((specs, ch))
         tally = fan.drain()
     finally:
+        progress.close()
         stop_writers(pools)
     dead = [d for t in tally.values() for d in t.dead_letters]
     ledger.record_dead_letters(dead)
@@ -91,6 +96,21 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
     versions = {t: v for _, ch in plans for t, v in ch.versions.items()}
     return PublishResult(status="partial" if dead else "succeeded", counts=counts, versions_read=versions, details=details,
                          dead_letters=dead)  # fmt: skip
+
+
+def expected_rows(lake: Lake, ch: Changes, spec: StoreSpec[Any]) -> int:
+    """Rows a store will be sent for transactions, predictions and (on a first load) gold, known
+    before reading them: the progress display's total (vectors are added as they are routed)."""
+    n = 0
+    if spec.takes(Dataset.TRANSACTIONS):
+        n += lake.rows(SILVER, ch.versions[SILVER.name]) if ch.transaction_ids is None else len(ch.transaction_ids)
+        n += 0 if ch.deleted_transactions is None else ch.deleted_transactions.num_rows
+    if spec.takes(Dataset.PREDICTIONS) and PREDICTIONS.name in ch.versions:
+        n += lake.rows(PREDICTIONS, ch.versions[PREDICTIONS.name]) if ch.prediction_ids is None else len(ch.prediction_ids)
+        n += 0 if ch.deleted_predictions is None else ch.deleted_predictions.num_rows
+    if ch.since is None:
+        n += sum(lake.rows(table, ch.versions.get(table)) for table, ds in GOLD_DATASETS.items() if spec.takes(ds) and table in ch.versions)
+    return n
 
 
 def _send_changes(lake: Lake, router: Router, ch: Changes) -> int:

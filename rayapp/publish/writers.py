@@ -19,6 +19,7 @@ import pyarrow as pa
 from rayapp.catalog import Dataset
 from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger
+from rayapp.progress import Progress
 from rayapp.sinks import store as store_spec
 from rayapp.sinks.base import RetryExhausted, RetryPolicy, short_error
 from rayapp.urls import is_remote
@@ -56,7 +57,7 @@ class StoreWriter:
         from rayapp import logs
 
         settings = lake.settings
-        logs.configure(settings.log_format.value, settings.log_level)
+        logs.worker_setup()  # as Ray's setup hook does (a job may bring its own hook instead of ours)
         logs.bind(run_id=run_id, stage=f"publish:{store}")
         self.lake = lake
         self.store = store
@@ -193,8 +194,11 @@ class StoreTally:
 class Fanout:
     """Hands batches to writer pools round-robin, never more than ``max_in_flight`` per actor queued."""
 
-    def __init__(self, lake: Lake, run_id: str, pools: dict[str, list[Any]], dead_letter: bool = True) -> None:
+    def __init__(self, lake: Lake, run_id: str, pools: dict[str, list[Any]], dead_letter: bool = True,
+                 progress: Progress | None = None) -> None:  # fmt: skip
         self.lake = lake
+        self.progress = progress
+        self.submitted = {s: 0 for s in pools}
         self.run_id = run_id
         self.pools = pools
         self.max_in_flight = lake.settings.writer_max_in_flight
@@ -203,8 +207,13 @@ class Fanout:
         self.pending: dict[str, list[tuple[Any, str, Any, Any]]] = {s: [] for s in pools}
         self.tally = {s: StoreTally() for s in pools}
 
-    def submit(self, store: str, dataset: Dataset, block_ref: Any, tag: Any = None) -> None:
+    def submit(self, store: str, dataset: Dataset, block_ref: Any, tag: Any = None, rows: int = 0) -> None:
         pool = self.pools[store]
+        if self.progress is not None and rows:  # more than expected up front (gold, vectors): raise the total
+            self.submitted[store] += rows
+            extra = self.submitted[store] - self.progress.counts[store].total
+            if extra > 0:
+                self.progress.expect(store, extra)
         while len(self.pending[store]) >= self.max_in_flight * len(pool):
             self._collect(store, 1)
         actor = pool[self.next[store] % len(pool)]
@@ -239,6 +248,8 @@ class Fanout:
             out = {"written": 0, "failed": block.num_rows, "error": error, "dead_letter": None}
             if self.dead_letter:
                 out["dead_letter"] = write_dead_letter(self.lake, self.run_id, store, dataset, block, error, 0)
+        if self.progress is not None:
+            self.progress.advance(store, int(out["written"]) + int(out["failed"]))
         t.written[dataset] = t.written.get(dataset, 0) + int(out["written"])
         t.failed[dataset] = t.failed.get(dataset, 0) + int(out["failed"])
         if out.get("dead_letter") is not None:

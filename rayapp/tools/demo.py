@@ -21,19 +21,33 @@ def run_demo(settings: Settings, rows: int, seed: int, files: int, jobs: dict[st
     """Run generate + every demo stage in one process (one Ray instance) with one Settings, and print a guide."""
     if rows < 1:
         raise RayappError("demo: --rows must be ≥ 1")
+    from rayapp.logs import is_terminal
+
+    if is_terminal() and "log_level" not in settings.model_fields_set:
+        # Watched on a terminal: each stage says what it did; warnings and errors still show.
+        settings = settings.model_copy(update={"log_level": "WARNING"})
     steps: list[tuple[str, dict[str, object]]] = [("generate", {"rows": rows, "seed": seed, "files": files})]
     if "pipeline" in jobs:
         steps.append(("pipeline", {"verify": "reconcile" in jobs}))
     else:
         steps += [(name, {}) for name in DEMO_STAGES if name in jobs]
+    print(f"rayapp demo: {rows:,} generated transactions -> landing files -> bronze -> silver -> gold -> fraud model -> scores"
+          f" -> PostgreSQL, ClickHouse, graph, vectors; then a check that every store equals the lake\ndata dir {settings.data_dir}",
+          flush=True)  # fmt: skip
     for name, options in steps:
-        print(f"\n== {name} ==", flush=True)
+        if name != "pipeline":  # the pipeline announces each of its stages
+            print(f"\n==> {name}", flush=True)
         code = jobs[name].execute(settings, jobs[name].options(**options))
         if code != 0:
             print(f"\ndemo stopped: {name} exited with {code}")
             return code
     _print_guide(settings)
     _print_api(settings)
+    from rayapp.report import write_report
+
+    path = write_report(Lake(settings), str(settings.data_dir / "report.html"))
+    print(f"\n== run report ==\n{path}\nopen it in a browser (no network needed); `rayapp report` makes a fresh one, "
+          f"`rayapp serve` shows it at http://127.0.0.1:{settings.serve_port}/ui (user: anything, password: the API key)")
     return 0
 
 

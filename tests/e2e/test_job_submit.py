@@ -132,16 +132,30 @@ def test_pipeline_via_ray_job_submit_on_two_nodes(cluster: dict[str, str]) -> No
     # every silver row, its prediction and every gold row, once; the graph takes the transactions
     assert publish.counts["postgres.written"] == 2 * silver + gold and publish.counts["graph.written"] == silver
 
-    # Custom metrics reach the head's Prometheus endpoint.
+    # Custom metrics reach the head's Prometheus endpoint under exactly the names the README,
+    # the Grafana dashboard and the alert rules use (they outlive the job's driver: one actor holds them).
     import urllib.request
 
-    text, deadline = "", time.time() + 60
-    while time.time() < deadline and not ('kind="rows_written"' in text and "rayapp_sink_write_seconds" in text):
+    from rayapp.metrics import METRICS, exported_series
+
+    declared = {series for name in METRICS for series in exported_series(name)}
+    wanted = {"ray_rayapp_rows_total", "ray_rayapp_runs_total", "ray_rayapp_run_seconds_bucket", "ray_rayapp_last_success_timestamp_seconds",
+              "ray_rayapp_sink_write_seconds_bucket", "ray_rayapp_dlq_rows"}  # fmt: skip
+    series: dict[str, list[str]] = {}
+    deadline = time.time() + 90
+    while time.time() < deadline and not wanted <= set(series):
         time.sleep(3)
         with urllib.request.urlopen(cluster["metrics"], timeout=10) as resp:
-            text = resp.read().decode()
-    assert "rayapp_rows_total" in text and 'stage="ingest"' in text and 'kind="rows_written"' in text
-    assert "rayapp_sink_write_seconds" in text and 'store="postgres"' in text and "rayapp_dlq_rows" in text
+            series = {}
+            for line in resp.read().decode().splitlines():
+                if line.startswith("ray_rayapp_"):
+                    series.setdefault(line.split("{", 1)[0].split(" ", 1)[0], []).append(line)
+    assert wanted <= set(series), sorted(series)
+    assert set(series) <= declared, set(series) - declared  # nothing exported under a name we do not document
+    rows = series["ray_rayapp_rows_total"]
+    assert any('job="ingest"' in x and 'kind="rows_written"' in x for x in rows) and not any("stage=" in x for x in rows)
+    assert any('job="publish"' in x and 'status="succeeded"' in x for x in series["ray_rayapp_runs_total"])
+    assert any('store="postgres"' in x for x in series["ray_rayapp_sink_write_seconds_bucket"])
 
     # What schedulers call (cluster/airflow): the Jobs API with the CLI's exit-code semantics.
     from rayapp.tools.ray_jobs import JobFailed, submit_and_wait

@@ -378,3 +378,68 @@ def test_docs_page_renders_every_route_offline_in_a_browser(app: tuple[str, Sett
     shot = tmp_path / "docs.png"
     subprocess.run([*flags, "--window-size=1280,1600", f"--screenshot={shot}", f"{base}/docs"], capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
+
+
+def _chromium(tmp_path: Path) -> list[str]:
+    import os
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("RAYAPP_REQUIRE_SERVERS"):
+            pytest.fail("chromium is required here (.ci/run installs it)")
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+
+
+def test_run_report_file_and_ui(app: tuple[str, Settings], tmp_path: Path) -> None:
+    import base64
+    import re
+    import subprocess
+
+    from rayapp.report import _stage_figs, build_report, write_report
+
+    base, settings = app
+    lake = Lake(settings)
+    # /ui: the API key as a bearer token, or as the password of the browser's login prompt.
+    status, headers, _ = call("GET", f"{base}/ui")
+    assert status == 401 and headers.get("www-authenticate", "").startswith("Basic realm=")
+    basic = lambda key: {"authorization": "Basic " + base64.b64encode(f"me:{key}".encode()).decode()}  # noqa: E731
+    assert call("GET", f"{base}/ui", headers=basic("rayapp_nope_nope"))[0] == 401
+    assert call("GET", f"{base}/ui", headers=basic(KEYS["search"]))[0] == 403
+    status, _, page = call("GET", f"{base}/ui", headers=basic(KEYS["datasets:read"]))
+    assert status == 200 and b"rayapp run report: pipeline-" in page
+    assert call("GET", f"{base}/ui?run_id=nope", KEYS["all"])[0] == 404
+
+    # The figures hold what the lake says: quarantined rows per expectation of the last load equal
+    # the reasons recorded in the quarantine table.
+    ledger = Ledger(lake)
+    b2s = [r for r in ledger.runs(job="bronze_to_silver") if r.status == "succeeded"]
+    rules_fig = _stage_figs(b2s[:1])[0]
+    plotted = dict(zip(rules_fig.data[0].y, rules_fig.data[0].x))
+    reasons = lake.read("quarantine/transactions", columns=["_reasons"])["_reasons"]
+    counted: dict[str, int] = defaultdict(int)
+    for row in reasons.to_pylist():
+        for reason in row or []:
+            counted[str(reason).split(":")[0]] += 1
+    assert counted and all(plotted[rule] == n for rule, n in counted.items()), (plotted, dict(counted))
+
+    # The page works with no network in a real browser: no console errors, every plot drawn.
+    path = write_report(lake, str(tmp_path / "out" / "report.html"))
+    html_text = Path(path).read_text()
+    assert not re.search(r"<(script|link|img)\b[^>]*\b(src|href)=", html_text)  # nothing fetched: plotly.js is inlined
+    n_plots = len(re.findall(r'<div class="plot">', html_text))
+    assert n_plots == 9 and "recorded no curves" not in html_text and "no runs yet" not in html_text
+    assert build_report(lake).count('<div class="plot">') == n_plots
+    flags = _chromium(tmp_path)
+    dom = subprocess.run([*flags, "--dump-dom", f"file://{path}"], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    drawn = re.findall(r'<div id="plot-(\d+)" class="[^"]*js-plotly-plot[^"]*"', dom.stdout)
+    assert sorted(int(i) for i in drawn) == list(range(n_plots)), drawn
+    assert dom.stdout.count('class="main-svg"') >= n_plots
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    assert console == []
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1400,3200", f"--screenshot={shot}", f"file://{path}"], capture_output=True, timeout=180, check=True)
+    assert shot.stat().st_size > 50_000

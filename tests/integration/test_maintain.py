@@ -56,6 +56,7 @@ def test_maintenance_keeps_every_stage_and_time_travel_working(tmp_path: Path) -
     assert runs["files_after"] == 1 < runs["files_before"]  # the ledger: one commit per record, now one file
     assert run.counts["files_vacuumed"] == 0  # within the retention nothing is deleted
     assert lake.read(SILVER).sort_by("transaction_id").equals(silver_before)  # same rows, fewer files
+    assert lake.read(GOLD_ACCOUNT).sort_by([("account_id", "ascending"), ("activity_date", "ascending")]).equals(gold_before)
     # Time travel within the retention, and every stage after maintenance.
     assert b2s_job.entrypoint(args + ["--full-refresh", "--as-of-version", str(old_bronze)]) == 0
     assert b2s_job.entrypoint(args + ["--full-refresh"]) == 0

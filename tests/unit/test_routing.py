@@ -14,8 +14,10 @@ from rayapp.sinks import select
 class RecordingFan:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Dataset, Any]] = []
+        self.rows: list[int] = []
 
-    def submit(self, store: str, dataset: Dataset, ref: Any, tag: Any = None) -> None:
+    def submit(self, store: str, dataset: Dataset, ref: Any, tag: Any = None, rows: int = 0) -> None:
+        self.rows.append(rows)  # what the progress display counts
         self.sent.append((store, dataset, ref))
 
 
@@ -52,6 +54,7 @@ def test_router_sends_by_declared_datasets_and_batch_sizes() -> None:
     shared = [ref for store, d, ref in fan.sent if store == "postgres"]
     assert shared == [ref for store, d, ref in fan.sent if store == "clickhouse"]  # same objects, not copies
     assert sum(t.num_rows for t in puts) == 7 + 7 + 2  # one copy for the SQL stores, one for the graph, gold once
+    assert fan.rows == [puts[ref].num_rows for _, _, ref in fan.sent]  # each store's submission counts its rows
 
 
 def test_router_for_one_store_sends_nothing_else() -> None:

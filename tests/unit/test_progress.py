@@ -1,0 +1,24 @@
+"""The progress display of long stages: totals raised by what is submitted, a periodic line off a terminal."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from rayapp.progress import Progress
+
+
+def test_progress_line_counts_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    p = Progress("publish", ["postgres", "graph"], interval_s=0.0, terminal=False)
+    p.expect("postgres", 1000)
+    p.expect("graph", 400)
+    with caplog.at_level(logging.INFO, logger="rayapp.progress"):
+        p.advance("postgres", 250)
+    line = p.line()
+    assert line.startswith("postgres 250/1.0k rows (25%) ") and " ETA " in line.split(";")[0]
+    assert "graph 0/400 rows (0%)" in line
+    assert any(r.getMessage().startswith("publish progress: postgres 250/1.0k") for r in caplog.records)
+    p.advance("graph", 500)  # more than expected (vectors are added as they are routed): the total follows
+    assert p.counts["graph"].total == 500 and "graph 500/500 rows (100%)" in p.line() and "ETA" not in p.line().split(";")[1]
+    p.close()
