@@ -233,10 +233,13 @@ LEDGER_WATERMARKS = TableDef("_ledger/watermarks", WATERMARKS_SCHEMA, "Source ve
 LEDGER_API_CURSORS = TableDef("_ledger/api_cursors", API_CURSORS_SCHEMA, "Pagination of each REST API source and tenant")
 LEDGER_API_KEYS = TableDef("_ledger/api_keys", API_KEYS_SCHEMA, "API keys of the consumer API (hashes only)")
 
+EMBEDDING_CACHE_SCHEMA = pa.schema([pa.field("model", pa.string(), nullable=False), pa.field("text_hash", pa.string(), nullable=False),
+                                    pa.field("vector", pa.list_(pa.float32())), pa.field("created_at", UTC_US)])  # fmt: skip
+EMBEDDING_CACHE = TableDef("_cache/embeddings", EMBEDDING_CACHE_SCHEMA, "Sentence vectors by (embedding model, SHA-256 of the text)")
 GOLD_TABLES = (GOLD_ACCOUNT, GOLD_MERCHANT)
 TABLES: Mapping[str, TableDef] = MappingProxyType(
     {t.name: t for t in (BRONZE, SILVER, QUARANTINE, PREDICTIONS, *GOLD_TABLES, LEDGER_RUNS, LEDGER_FILES, LEDGER_DLQ, LEDGER_WATERMARKS,
-                               LEDGER_API_KEYS, LEDGER_API_CURSORS)}
+                               LEDGER_API_KEYS, LEDGER_API_CURSORS, EMBEDDING_CACHE)}
 )
 
 # ---- published datasets (what the serving stores receive) ----------------------------------------------

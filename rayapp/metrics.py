@@ -112,6 +112,7 @@ class MetricsActor:
 
 
 ACTOR_NAME, ACTOR_NAMESPACE = "rayapp_metrics", "rayapp"
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's resource of the head node
 _actor: dict[str, Any] = {}
 
 
@@ -121,8 +122,10 @@ def _recorder() -> Any:
     key = ray.get_runtime_context().get_job_id()
     if key not in _actor:
         _actor.clear()
+        # On the head node: it lives as long as the cluster (workers come and go with the autoscaler).
         _actor[key] = ray.remote(MetricsActor).options(
-            name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1
+            name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1,
+            resources={HEAD_NODE_RESOURCE: 0.001},
         ).remote()  # fmt: skip
     return _actor[key]
 

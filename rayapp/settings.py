@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     graph_batch_rows: int = Field(
         default=100_000, ge=1, description="Transactions per graph write transaction (Ladybug's commit cost grows with the graph: fewer, larger ones)."
     )
+    graph_bulk_copy: bool = Field(
+        default=True, description="Ladybug: new nodes and relationships go in by COPY FROM (Arrow); only replacements run row statements."
+    )
     writer_max_in_flight: int = Field(default=2, ge=1, description="Batches queued per writer actor (backpressure).")
     writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")
     writer_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles, with jitter).")

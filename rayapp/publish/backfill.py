@@ -83,7 +83,7 @@ def rebuild_from_clickhouse(lake: Lake, ledger: Ledger, run_id: str, target: str
                 merchant_daily = pa.concat_tables(gold)
                 version = int(pc.max(merchant_daily["_version"]).as_py() or 0)
                 profiles = sv.merchant_profiles(sv.merchant_attributes_of(attributes), sv.merchant_stats(merchant_daily), version)
-            send_vectors(router, profiles, risky)
+            send_vectors(router, profiles, risky, lake, run_id)
         tally = fan.drain()
     finally:
         stop_writers(pools)

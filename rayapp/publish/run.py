@@ -28,7 +28,7 @@ from rayapp.catalog import GOLD_DATASETS, GOLD_MERCHANT, PREDICTIONS, SILVER, Da
 from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger, StageResult
 from rayapp.publish.changes import Changes, find_changes, store_watermark, watermark_stage
-from rayapp.publish.embedding import send_vectors
+from rayapp.publish.embedding import EmbedStats, send_vectors
 from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, tombstone_batches, transaction_batches
 from rayapp.publish.routing import Router
 from rayapp.progress import Progress
@@ -69,13 +69,14 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
     fan = Fanout(lake, run_id, pools, progress=progress)
     plans: list[tuple[list[StoreSpec[Any]], Changes]] = []
     rows_read = 0
+    embedded = EmbedStats()
     try:
         for key, specs in groups.items():
             ch = find_changes(lake, dict(key) if key is not None else None)
             logger.info("publish plan for %s: %s", ", ".join(s.name for s in specs), ch.describe())
             for spec in specs:
                 progress.expect(spec.name, expected_rows(lake, ch, spec))
-            rows_read += _send_changes(lake, router_for(lake, fan, [s.name for s in specs]), ch)
+            rows_read += _send_changes(lake, router_for(lake, fan, [s.name for s in specs]), ch, run_id, embedded)
             plans.append((specs, ch))
         tally = fan.drain()
     finally:
@@ -87,8 +88,9 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
     for specs, ch in plans:
         for spec in specs:
             ledger.advance(watermark_stage(spec, spec.url(settings)), ch.versions, run_id)
-    counts: dict[str, int] = {"rows_read": rows_read, "dead_letters": len(dead), **tally_counts(tally)}
-    details: dict[str, Any] = {"changes": {",".join(s.name for s in specs): ch.describe() for specs, ch in plans}, "stores": {}}
+    counts: dict[str, int] = {"rows_read": rows_read, "dead_letters": len(dead), **tally_counts(tally), **embedded.counts()}
+    details: dict[str, Any] = {"changes": {",".join(s.name for s in specs): ch.describe() for specs, ch in plans}, "stores": {},
+                               "embedding": embedded.details()}  # fmt: skip
     for spec in chosen:
         t = tally[spec.name]
         details["stores"][spec.name] = {"url": redact_url(spec.url(settings)), "written": t.written, "failed": t.failed,
@@ -113,7 +115,7 @@ def expected_rows(lake: Lake, ch: Changes, spec: StoreSpec[Any]) -> int:
     return n
 
 
-def _send_changes(lake: Lake, router: Router, ch: Changes) -> int:
+def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded: EmbedStats) -> int:
     """Route one change set to the router's stores; returns the silver rows read."""
     settings = lake.settings
     risky: list[pa.Table] = []
@@ -144,7 +146,7 @@ def _send_changes(lake: Lake, router: Router, ch: Changes) -> int:
             router.send(dataset, rows)
             router.flush(dataset)
     profiles = merchant_profile_rows(lake, ch, rebuilt_merchants) if router.wants(Dataset.MERCHANT_VECTORS) else None
-    send_vectors(router, profiles, risky)
+    embedded.add(send_vectors(router, profiles, risky, lake, run_id))
     return rows_read
 
 

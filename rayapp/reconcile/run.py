@@ -132,7 +132,7 @@ def send_repairs(lake: Lake, spec: StoreSpec[Any], snap: Snapshot, fixes: dict[s
             for fix in ranges:
                 for dataset, block in repair_blocks(lake, VIEWS[name], snap, fix):
                     if dataset in (Dataset.MERCHANT_VECTORS, Dataset.TRANSACTION_VECTORS) and "vector" not in block.column_names:
-                        block = pa.concat_tables(list(embed(block, serve_app_running())))
+                        block = embed(block, serve_app_running(), lake, run_id)
                     for start in range(0, block.num_rows, size):
                         part = conform(dataset, block.slice(start, size)).replace_schema_metadata(REPAIR)
                         fan.submit(spec.name, dataset, ray.put(part))

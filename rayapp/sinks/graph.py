@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import partial
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -23,118 +23,22 @@ import pyarrow.compute as pc
 from rayapp.catalog import Dataset
 from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, conform, is_repair, split_deleted
 from rayapp.sinks import graph_network
+from rayapp.sinks.graph_cypher import (  # noqa: F401 (the statements are part of this module's surface)
+    MERGE_ACCOUNTS, MERGE_DEVICES, FIND_ACCOUNTS, FIND_DEVICES, PAID_COPY, USED_COPY, MERGE_MERCHANTS, FIND_PAID, DELETE_PAID,
+    CREATE_PAID, MERGE_PAID, FIND_USED, MERGE_USED, FIND_TOMBSTONES, MERGE_TOMBSTONES, DELETE_TOMBSTONES, FIND_ACCOUNT_PAID,
+    SET_USED, DELETE_USED, DELETE_ORPHAN_ACCOUNTS, DELETE_ORPHAN_MERCHANTS, DELETE_ORPHAN_DEVICES, SCAN_PAID, SCAN_USED,
+    LOCK_ACCOUNTS, LADYBUG_SCHEMA, NEO4J_SCHEMA, INDEXES, COUNTS, IDS,
+)
 from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
 from rayapp.sinks.graph_plan import (ACCOUNT_PAID, ENDPOINTS, PAID_HELD, TOMBSTONES_HELD, USED_HELD, GraphRows, exact_used, graph_rows,
                                      newest, not_older_than, plan_paid, plan_used)
 from rayapp.sinks.views import HIGHEST, LOWEST, VIEWS
 from rayapp.urls import url_path
 
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
+
 logger = logging.getLogger(__name__)
-
-# Key-only nodes take a list of ids: Ladybug looks a MERGE key up in its primary-key index when
-# it is a plain value, but scans when it is a struct field (`r.id`), ~40x slower at 40k nodes.
-MERGE_ACCOUNTS = "UNWIND $rows AS id MERGE (a:Account {id: id})"
-MERGE_DEVICES = "UNWIND $rows AS id MERGE (d:Device {id: id})"
-MERGE_MERCHANTS = "UNWIND $rows AS r MERGE (m:Merchant {id: r.id}) SET m.name = r.name, m.category = r.category"
-# A payment is keyed by its transaction id wherever it hangs: FIND_PAID returns what the graph holds
-# for a batch's ids, `plan_paid` decides which rows are new or newer (or moved to other endpoints),
-# and those go through DELETE_PAID (the rels they replace) and CREATE_PAID. Equal or older versions
-# are skipped, so a re-run writes nothing. (A `MERGE … SET` of the five properties measured 1.5–2.5x
-# the cost on Ladybug: setting properties on a relationship is its slowest write.)
-# Separate MATCH clauses (not `MATCH (a), (m)`): Ladybug plans the comma form as a cross product.
-FIND_PAID = """UNWIND $rows AS id
-MATCH (a:Account)-[p:PAID {transaction_id: id}]->(m:Merchant)
-RETURN id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.version AS version, p.device_id AS device_id"""
-DELETE_PAID = """UNWIND $rows AS r
-MATCH (a:Account {id: r.account_id})-[p:PAID {transaction_id: r.transaction_id}]->(m:Merchant {id: r.merchant_id})
-DELETE p"""
-CREATE_PAID = """UNWIND $rows AS r
-MATCH (a:Account {id: r.account_id})
-MATCH (m:Merchant {id: r.merchant_id})
-CREATE (a)-[:PAID {transaction_id: r.transaction_id, amount: r.amount, event_time: r.event_time, status: r.status,
-                   fraud_score: r.fraud_score, version: r.version, device_id: r.device_id}]->(m)"""
-# On a server other writers may create the same payment between our read and our write: there it is
-# a MERGE on the relationship pattern (one write query is atomic), properties set after.
-MERGE_PAID = """UNWIND $rows AS r
-MATCH (a:Account {id: r.account_id})
-MATCH (m:Merchant {id: r.merchant_id})
-MERGE (a)-[p:PAID {transaction_id: r.transaction_id}]->(m)
-SET p.amount = r.amount, p.event_time = r.event_time, p.status = r.status, p.fraud_score = r.fraud_score, p.version = r.version,
-    p.device_id = r.device_id"""
-# USED keeps MERGE (concurrent writers on Neo4j widen one relationship, never create two), but only
-# for pairs that change the graph: FIND_USED returns the ranges held for a batch's accounts and
-# `plan_used` drops the rows inside them, which after the first batches is most of them.
-FIND_USED = """UNWIND $rows AS id
-MATCH (a:Account {id: id})-[u:USED]->(d:Device)
-RETURN a.id AS account_id, d.id AS device_id, u.first_seen AS first_seen, u.last_seen AS last_seen"""
-MERGE_USED = """UNWIND $rows AS r
-MATCH (a:Account {id: r.account_id})
-MATCH (d:Device {id: r.device_id})
-MERGE (a)-[u:USED]->(d)
-ON CREATE SET u.first_seen = r.first_seen, u.last_seen = r.last_seen
-ON MATCH SET u.first_seen = CASE WHEN r.first_seen < u.first_seen THEN r.first_seen ELSE u.first_seen END,
-             u.last_seen = CASE WHEN r.last_seen > u.last_seen THEN r.last_seen ELSE u.last_seen END"""
-
-# Deletes: a tombstone per deleted transaction (the version it left the lake at); USED ranges of the
-# pairs that lost payments recomputed from the PAID relationships left; nodes left alone removed.
-FIND_TOMBSTONES = """UNWIND $rows AS id
-MATCH (t:PaidTombstone {transaction_id: id})
-RETURN t.transaction_id AS transaction_id, t.version AS version"""
-MERGE_TOMBSTONES = "UNWIND $rows AS r MERGE (t:PaidTombstone {transaction_id: r.transaction_id}) SET t.version = r.version"
-DELETE_TOMBSTONES = "UNWIND $rows AS id MATCH (t:PaidTombstone {transaction_id: id}) DELETE t"
-FIND_ACCOUNT_PAID = """UNWIND $rows AS id
-MATCH (a:Account {id: id})-[p:PAID]->(m:Merchant)
-RETURN a.id AS account_id, p.device_id AS device_id, p.event_time AS event_time"""
-SET_USED = """UNWIND $rows AS r
-MATCH (a:Account {id: r.account_id})
-MATCH (d:Device {id: r.device_id})
-MERGE (a)-[u:USED]->(d)
-SET u.first_seen = r.first_seen, u.last_seen = r.last_seen"""
-DELETE_USED = "UNWIND $rows AS r MATCH (a:Account {id: r.account_id})-[u:USED]->(d:Device {id: r.device_id}) DELETE u"
-DELETE_ORPHAN_ACCOUNTS = "UNWIND $rows AS id MATCH (n:Account {id: id}) WHERE NOT (n)--() DELETE n"
-DELETE_ORPHAN_MERCHANTS = "UNWIND $rows AS id MATCH (n:Merchant {id: id}) WHERE NOT (n)--() DELETE n"
-DELETE_ORPHAN_DEVICES = "UNWIND $rows AS id MATCH (n:Device {id: id}) WHERE NOT (n)--() DELETE n"
-# What reconcile reads back, one key range at a time.
-SCAN_PAID = """UNWIND $rows AS r
-MATCH (a:Account)-[p:PAID]->(m:Merchant)
-WHERE (r.lo IS NULL OR p.transaction_id >= r.lo) AND (r.hi IS NULL OR p.transaction_id < r.hi)
-RETURN p.transaction_id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.amount AS amount, p.status AS status,
-       p.fraud_score AS fraud_score, p.event_time AS event_time"""
-SCAN_USED = """UNWIND $rows AS r
-MATCH (a:Account)-[u:USED]->(d:Device)
-WHERE (r.lo IS NULL OR a.id >= r.lo) AND (r.hi IS NULL OR a.id < r.hi)
-RETURN a.id AS account_id, d.id AS device_id, u.first_seen AS first_seen, u.last_seen AS last_seen"""
-# Concurrent writers (a Neo4j server) take the write locks of the accounts a block touches first.
-LOCK_ACCOUNTS = "UNWIND $rows AS id MATCH (a:Account {id: id}) SET a._lock = true REMOVE a._lock"
-
-LADYBUG_SCHEMA = (
-    "CREATE NODE TABLE IF NOT EXISTS Account(id STRING, PRIMARY KEY(id))",
-    "CREATE NODE TABLE IF NOT EXISTS Merchant(id STRING, name STRING, category STRING, PRIMARY KEY(id))",
-    "CREATE NODE TABLE IF NOT EXISTS Device(id STRING, PRIMARY KEY(id))",
-    "CREATE REL TABLE IF NOT EXISTS PAID(FROM Account TO Merchant, transaction_id STRING, amount DOUBLE, "
-    "event_time TIMESTAMP, status STRING, fraud_score DOUBLE, version TIMESTAMP, device_id STRING)",
-    "ALTER TABLE PAID ADD IF NOT EXISTS device_id STRING",  # graphs made before deletes
-    "CREATE NODE TABLE IF NOT EXISTS PaidTombstone(transaction_id STRING, version TIMESTAMP, PRIMARY KEY(transaction_id))",
-    "CREATE REL TABLE IF NOT EXISTS USED(FROM Account TO Device, first_seen TIMESTAMP, last_seen TIMESTAMP)",
-)
-NEO4J_SCHEMA = (
-    "CREATE CONSTRAINT account_id IF NOT EXISTS FOR (n:Account) REQUIRE n.id IS UNIQUE",
-    "CREATE CONSTRAINT merchant_id IF NOT EXISTS FOR (n:Merchant) REQUIRE n.id IS UNIQUE",
-    "CREATE CONSTRAINT device_id IF NOT EXISTS FOR (n:Device) REQUIRE n.id IS UNIQUE",
-    "CREATE CONSTRAINT paid_tombstone_id IF NOT EXISTS FOR (n:PaidTombstone) REQUIRE n.transaction_id IS UNIQUE",
-    "CREATE INDEX paid_transaction_id IF NOT EXISTS FOR ()-[r:PAID]-() ON (r.transaction_id)",
-)
-#: What the schema means on a server without Neo4j's constraint DDL (FalkorDB): exact-match indexes
-#: (FalkorDB runs one write query at a time per graph, so MERGE cannot create a key twice).
-INDEXES = (("Account", "id"), ("Merchant", "id"), ("Device", "id"), ("PaidTombstone", "transaction_id"))
-COUNTS = {
-    "Account": "MATCH (n:Account) RETURN count(n)",
-    "Merchant": "MATCH (n:Merchant) RETURN count(n)",
-    "Device": "MATCH (n:Device) RETURN count(n)",
-    "PAID": "MATCH ()-[r:PAID]->() RETURN count(r)",
-    "USED": "MATCH ()-[r:USED]->() RETURN count(r)",
-}
-
 
 def _lock(tx: Any, rows: pa.Table) -> pa.Table:
     """What the graph holds for the block's transaction ids (``PAID_HELD``), read under the locks of
@@ -164,9 +68,15 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     ``gone``: tombstones (transaction_id, account_id, device_id, version). A tombstone removes the
     older PAID relationship and is kept (``PaidTombstone``) so that an older version arriving later
     is skipped; ``repair`` first forgets what the graph holds for the block's ids."""
-    tx.run(MERGE_ACCOUNTS, rows.accounts["id"].to_pylist())
-    tx.run(MERGE_MERCHANTS, tx.records(rows.merchants))
-    tx.run(MERGE_DEVICES, rows.devices["id"].to_pylist())
+    bulk = getattr(tx, "bulk", False)
+    if bulk:  # Ladybug's bulk loader for what is new; merchants are few and may change names
+        _copy_new_nodes(tx, "Account", FIND_ACCOUNTS, rows.accounts)
+        tx.run(MERGE_MERCHANTS, tx.records(rows.merchants))
+        _copy_new_nodes(tx, "Device", FIND_DEVICES, rows.devices)
+    else:
+        tx.run(MERGE_ACCOUNTS, rows.accounts["id"].to_pylist())
+        tx.run(MERGE_MERCHANTS, tx.records(rows.merchants))
+        tx.run(MERGE_DEVICES, rows.devices["id"].to_pylist())
     everything = pa.concat_tables([rows.paid.select(["transaction_id", "account_id"]), gone.select(["transaction_id", "account_id"])])
     if everything.num_rows == 0:
         return
@@ -194,12 +104,32 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     if paid.num_rows:
         to_delete, to_create = plan_paid(paid, held)
         tx.run(DELETE_PAID, tx.records(to_delete))
-        tx.run(MERGE_PAID if tx.concurrent else CREATE_PAID, tx.records(to_create))
+        if bulk:  # the replaced ones are deleted above: every row to create is new to the graph
+            tx.copy("PAID", to_create.select(PAID_COPY))
+        else:
+            tx.run(MERGE_PAID if tx.concurrent else CREATE_PAID, tx.records(to_create))
         removed.append(held.filter(pc.is_in(held["transaction_id"], to_delete["transaction_id"])))
     if rows.used.num_rows:
         held_used = tx.table(FIND_USED, rows.used["account_id"].unique().to_pylist(), USED_HELD)
-        tx.run(MERGE_USED, tx.records(plan_used(rows.used, held_used)))
+        changes = plan_used(rows.used, held_used)
+        if bulk:  # pairs the graph lacks are COPYed; held pairs whose range widens are merged
+            known = pc.is_in(_pair_keys(changes), _pair_keys(held_used))
+            tx.copy("USED", changes.filter(pc.invert(known)).select(USED_COPY))
+            changes = changes.filter(known)
+        tx.run(MERGE_USED, tx.records(changes))
     _after_removals(tx, pa.concat_tables(removed), gone, rows if repair else None)
+
+
+def _pair_keys(t: pa.Table) -> pa.Array:
+    return pc.binary_join_element_wise(t["account_id"], t["device_id"], "\x1f")
+
+
+def _copy_new_nodes(tx: Any, label: str, find: str, nodes: pa.Table) -> None:
+    """COPY the key-only nodes of ``nodes`` (column ``id``) that the graph does not hold yet."""
+    if nodes.num_rows == 0:
+        return
+    held = tx.table(find, nodes["id"].to_pylist(), IDS)
+    tx.copy(label, nodes.filter(pc.invert(pc.is_in(nodes["id"], held["id"]))))
 
 
 def _after_removals(tx: Any, removed: pa.Table, gone: pa.Table, repaired: GraphRows | None) -> None:
@@ -222,7 +152,18 @@ def _after_removals(tx: Any, removed: pa.Table, gone: pa.Table, repaired: GraphR
         tx.run(query, ids)
 
 
-class GraphSink(StoreSink[BatchOptions]):
+@dataclass(frozen=True)
+class GraphOptions(BatchOptions):
+    """Transactions per write transaction, and whether Ladybug bulk-loads what is new."""
+
+    bulk: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, field: str = "graph_batch_rows") -> "GraphOptions":
+        return cls(batch_rows=int(getattr(settings, field)), bulk=settings.graph_bulk_copy)
+
+
+class GraphSink(StoreSink[GraphOptions]):
     """Accounts, merchants and devices as nodes; payments and device use as relationships."""
 
     datasets = (Dataset.TRANSACTIONS,)
@@ -230,7 +171,10 @@ class GraphSink(StoreSink[BatchOptions]):
 
     def _open(self) -> Any:
         if self._backend is None:
-            self._backend = LadybugEngine(url_path(self.url), LADYBUG_SCHEMA) if urlsplit(self.url).scheme == "ladybug" else Neo4jEngine(self.url, NEO4J_SCHEMA, INDEXES)
+            if urlsplit(self.url).scheme == "ladybug":
+                self._backend = LadybugEngine(url_path(self.url), LADYBUG_SCHEMA, bulk=self.options.bulk)
+            else:
+                self._backend = Neo4jEngine(self.url, NEO4J_SCHEMA, INDEXES)
         return self._backend
 
     def on_write_start(self) -> None:
@@ -300,5 +244,5 @@ STORE = StoreSpec(
     embedded_schemes=("ladybug",), default_dir="graph", datasets=GraphSink.datasets, sink=GraphSink, views=("paid", "used"),
     # Transactions per graph write transaction come from RAYAPP_GRAPH_BATCH_ROWS: Ladybug's commit
     # cost grows with the graph, so it takes fewer, larger writes than the other stores.
-    options=partial(BatchOptions.from_settings, field="graph_batch_rows"), order=30,
+    options=GraphOptions.from_settings, order=30,
 )  # fmt: skip

@@ -58,10 +58,11 @@ class LadybugEngine:
     concurrent = False  # one process writes an embedded database
     locks = False
 
-    def __init__(self, path: str, schema: tuple[str, ...], read_only: bool = False) -> None:
+    def __init__(self, path: str, schema: tuple[str, ...], read_only: bool = False, bulk: bool = True) -> None:
         import ladybug
 
         self.schema = schema
+        self.bulk = bulk
         if not read_only:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.db = ladybug.Database(path, read_only=read_only)
@@ -100,6 +101,15 @@ class LadybugEngine:
         # Naive UTC datetimes: what a TIMESTAMP holds, and ~3x cheaper to build than aware ones.
         return to_records(_naive_utc(table))
 
+    def copy(self, table: str, rows: pa.Table) -> None:
+        """Ladybug's bulk loader: ``COPY table FROM`` an Arrow table (a relationship table's first two
+        columns are the endpoints' keys, then its properties in declared order). Inside the block's
+        transaction: it lands or rolls back with the rest; a key already held is an error."""
+        if rows.num_rows == 0:
+            return
+        data = _naive_utc(rows).combine_chunks()  # noqa: F841 - COPY reads the Python variable by name
+        self.conn.execute(f"COPY {table} FROM data")
+
     def write(self, fn: Callable[[Any], None]) -> None:
         """``fn(self)`` in one write transaction: a block lands whole or not at all."""
         self.conn.execute("BEGIN TRANSACTION")
@@ -130,6 +140,8 @@ class Neo4jEngine:
     no temporal parameters, so it gets exact-match indexes, timestamps as epoch microseconds and
     statements small enough for its Bolt server, and its one-write-query-at-a-time execution
     already serialises writers."""
+
+    bulk = False  # no bulk loader over Bolt: new rows go in large UNWIND statements
 
     def __init__(self, url: str, schema: tuple[str, ...], indexes: tuple[tuple[str, str], ...] = ()) -> None:
         from neo4j import GraphDatabase

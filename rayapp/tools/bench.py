@@ -190,6 +190,7 @@ def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> lis
     rows = sum(b.num_rows for b in tables)
     coalesce = Coalesce(store_spec("graph").batch_rows(settings))  # as publish hands them to the graph
     graph_tables = [b for t in tables for b in coalesce.add(t)] + [b for b in [coalesce.flush()] if b is not None]
+    incremental = _graph_incremental(graph_tables[0].slice(0, 100_000))
     refs = {"graph": [ray.put(b) for b in graph_tables], "table": [ray.put(b) for b in tables]}
     del tables, graph_tables
     out: list[StageTiming] = []
@@ -197,9 +198,16 @@ def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> lis
         t = _time_store(lake, run_id, store, Dataset.TRANSACTIONS, refs["graph" if store == "graph" else "table"], rows)
         if store == "graph":
             rels = t.extra["held"]["PAID"] + t.extra["held"]["USED"]
-            t.extra.update({"relationships": rels, "relationships_per_s": round(rels / t.seconds)})
+            t.extra.update({"relationships": rels, "relationships_per_s": round(rels / t.seconds), "bulk_copy": settings.graph_bulk_copy})
         out.append(t)
         logger.info("%s: %s", t.stage, t.extra)
+    # The next run on that graph: 10% of its rows correct payments it holds (newer versions, some on
+    # other accounts), 90% are new payments.
+    t = _time_store(lake, run_id, "graph", Dataset.TRANSACTIONS, [ray.put(incremental)], incremental.num_rows)
+    t.stage = "sink_graph_incremental"
+    t.extra.update({"corrections": incremental.num_rows // 10, "relationships_per_s": round(incremental.num_rows / t.seconds)})
+    out.append(t)
+    logger.info("%s: %s", t.stage, t.extra)
     rng = np.random.default_rng(0)
     n = vector_rows
     vecs = rng.standard_normal((n, 384), dtype=np.float32)
@@ -217,6 +225,24 @@ def _sink_benchmarks(lake: Lake, run_id: str, vector_rows: int = 200_000) -> lis
     t.extra["unit"] = "vectors"
     out.append(t)
     return out
+
+
+def _graph_incremental(base: Any) -> Any:
+    """``base`` rows as the next publish run would send them: the first tenth newer versions of
+    payments already written (every other one moved to the next row's account), the rest new."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = base.num_rows // 10
+    later = pc.add(base["_version"], pa.scalar(3_600_000_000, pa.duration("us")))
+    fixed = base.slice(0, n)
+    moved = pa.array([a if i % 2 else b for i, (a, b) in enumerate(zip(fixed["account_id"].to_pylist(), base["account_id"].slice(1, n).to_pylist()))])
+    fixed = fixed.set_column(fixed.schema.get_field_index("account_id"), "account_id", moved)
+    fixed = fixed.set_column(fixed.schema.get_field_index("_version"), "_version", later.slice(0, n))
+    new = base.slice(n)
+    new = new.set_column(new.schema.get_field_index("transaction_id"), "transaction_id", pc.binary_join_element_wise(new["transaction_id"], pa.scalar("-next"), ""))
+    new = new.set_column(new.schema.get_field_index("_version"), "_version", later.slice(n))
+    return pa.concat_tables([fixed, new])
 
 
 def _time_store(lake: Lake, run_id: str, store: str, dataset: Any, refs: list[Any], rows: int) -> StageTiming:

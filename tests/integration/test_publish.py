@@ -755,3 +755,56 @@ def test_clickhouse_over_http_publish_reconcile_and_read_clickhouse_backfill(lak
     g, v = graph_state(settings), vector_state(settings)
     assert g["paid"] == exp["paid"] and g["used"] == exp["used"]
     assert sorted(v["merchants"]) == sorted(exp["merchants"]) and sorted(v["risky"]) == sorted(exp["risky"])
+
+
+def test_each_text_is_embedded_once(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    """The embedding cache: a republish embeds nothing and sends the same vectors; the cached vector
+    is the model's for that text; another model is another key."""
+    import lancedb
+    import numpy as np
+
+    from rayapp.catalog import EMBEDDING_CACHE
+    from rayapp.model_store import load_embedder
+    from rayapp.publish.embedding import EmbeddingCache, text_hashes
+    from rayapp.urls import url_path
+
+    module_data, _ = lake
+    data = tmp_path / "data"
+    shutil.copytree(module_data, data)
+    shutil.rmtree(data / "lake" / "_cache", ignore_errors=True)  # a cold cache (other tests publish from the module's lake)
+    settings, args = _settings(data, tmp_path / "stores")
+
+    def vectors() -> dict[str, list[float]]:
+        db = lancedb.connect(url_path(store("vector").url(settings)))
+        out = {}
+        for name in ("merchants", "transactions"):
+            t = db.open_table(name).to_arrow()
+            out.update(zip(t["id"].to_pylist(), t["vector"].to_pylist()))
+        return out
+
+    _run(publish_job, args + ["--store", "vector"])
+    first = Ledger(Lake(settings)).last_run("publish")
+    assert first is not None
+    c = first.counts
+    assert c["embed.requested"] == c["vector.written"] > 0 and 0 < c["embed.distinct"] <= c["embed.requested"]
+    assert c["embed.embedded"] == c["embed.distinct"] and c["embed.cache_hits"] == 0  # a cold cache
+    cache_rows = Lake(settings).read(EMBEDDING_CACHE)
+    assert cache_rows.num_rows == c["embed.distinct"] and len(set(cache_rows["text_hash"].to_pylist())) == cache_rows.num_rows
+    sent = vectors()
+
+    _run(publish_job, args + ["--store", "vector", "--full"])  # everything again: every text is in the cache
+    again = Ledger(Lake(settings)).last_run("publish")
+    assert again is not None and again.counts["embed.embedded"] == 0 and again.counts["embed.cache_hits"] == c["embed.distinct"]
+    assert again.details["embedding"]["hit_rate"] == 1.0
+    assert Lake(settings).read(EMBEDDING_CACHE).num_rows == cache_rows.num_rows
+    assert vectors() == sent
+
+    # A cached vector is the model's vector for that text; another model never sees it.
+    db = lancedb.connect(url_path(store("vector").url(settings)))
+    merchant = db.open_table("merchants").to_arrow().slice(0, 1).to_pylist()[0]
+    model = load_embedder()
+    key = f"{model.name}|{model.dim}"
+    (h,) = text_hashes([merchant["text"]])
+    cached = EmbeddingCache(Lake(settings), key).lookup([h])[h]
+    assert np.allclose(cached, model.embed([merchant["text"]])[0], atol=1e-5)
+    assert EmbeddingCache(Lake(settings), f"{model.name}-v2|{model.dim}").lookup([h]) == {}
