@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     graph_batch_rows: int = Field(
         default=100_000, ge=1, description="Transactions per graph write transaction (Ladybug's commit cost grows with the graph: fewer, larger ones)."
     )
+    graph_bulk_batch_rows: int = Field(
+        default=1_000_000, ge=1,
+        description="Transactions per write transaction on Ladybug with graph_bulk_copy: one COPY into a table costs less than several smaller ones.",
+    )
     graph_bulk_copy: bool = Field(
         default=True, description="Ladybug: new nodes and relationships go in by COPY FROM (Arrow); only replacements run row statements."
     )

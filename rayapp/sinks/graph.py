@@ -25,6 +25,7 @@ from rayapp.sinks.base import BatchOptions, SinkError, StoreSink, StoreSpec, con
 from rayapp.sinks import graph_network
 from rayapp.sinks.graph_cypher import (  # noqa: F401 (the statements are part of this module's surface)
     MERGE_ACCOUNTS, MERGE_DEVICES, FIND_ACCOUNTS, FIND_DEVICES, PAID_COPY, USED_COPY, MERGE_MERCHANTS, FIND_PAID, DELETE_PAID,
+    DELETE_PAID_JOIN,
     CREATE_PAID, MERGE_PAID, FIND_USED, MERGE_USED, FIND_TOMBSTONES, MERGE_TOMBSTONES, DELETE_TOMBSTONES, FIND_ACCOUNT_PAID,
     SET_USED, DELETE_USED, DELETE_ORPHAN_ACCOUNTS, DELETE_ORPHAN_MERCHANTS, DELETE_ORPHAN_DEVICES, SCAN_PAID, SCAN_USED,
     LOCK_ACCOUNTS, LADYBUG_SCHEMA, NEO4J_SCHEMA, INDEXES, COUNTS, IDS,
@@ -69,6 +70,7 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     older PAID relationship and is kept (``PaidTombstone``) so that an older version arriving later
     is skipped; ``repair`` first forgets what the graph holds for the block's ids."""
     bulk = getattr(tx, "bulk", False)
+    delete_paid = DELETE_PAID_JOIN if getattr(tx, "embedded", False) else DELETE_PAID
     if bulk:  # Ladybug's bulk loader for what is new; merchants are few and may change names
         _copy_new_nodes(tx, "Account", FIND_ACCOUNTS, rows.accounts)
         tx.run(MERGE_MERCHANTS, tx.records(rows.merchants))
@@ -85,7 +87,7 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     removed = [held.slice(0, 0)]
     paid = rows.paid
     if repair:
-        tx.run(DELETE_PAID, tx.records(held.select(ENDPOINTS)))
+        tx.run(delete_paid, tx.records(held.select(ENDPOINTS)))
         tx.run(DELETE_TOMBSTONES, ids)
         removed.append(held)
         held = held.slice(0, 0)
@@ -96,14 +98,14 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
             fresh = latest.filter(pc.invert(not_older_than(latest, marks, strictly=False)))
             tx.run(MERGE_TOMBSTONES, tx.records(fresh))
             dead = held.filter(not_older_than(held, latest, strictly=True))  # held versions older than the tombstone
-            tx.run(DELETE_PAID, tx.records(dead.select(ENDPOINTS)))
+            tx.run(delete_paid, tx.records(dead.select(ENDPOINTS)))
             removed.append(dead)
             held = held.filter(pc.invert(pc.is_in(held["transaction_id"], dead["transaction_id"])))
             marks = pa.concat_tables([marks, fresh.cast(TOMBSTONES_HELD)])
         paid = paid.filter(pc.invert(not_older_than(paid, marks, strictly=False)))  # deleted at a version this new or newer
     if paid.num_rows:
         to_delete, to_create = plan_paid(paid, held)
-        tx.run(DELETE_PAID, tx.records(to_delete))
+        tx.run(delete_paid, tx.records(to_delete))
         if bulk:  # the replaced ones are deleted above: every row to create is new to the graph
             tx.copy("PAID", to_create.select(PAID_COPY))
         else:
@@ -160,6 +162,10 @@ class GraphOptions(BatchOptions):
 
     @classmethod
     def from_settings(cls, settings: Settings, field: str = "graph_batch_rows") -> "GraphOptions":
+        url = settings.graph_url.get_secret_value() if settings.graph_url is not None else "ladybug://"
+        embedded = urlsplit(url).scheme == "ladybug"
+        if embedded and settings.graph_bulk_copy:
+            field = "graph_bulk_batch_rows"
         return cls(batch_rows=int(getattr(settings, field)), bulk=settings.graph_bulk_copy)
 
 

@@ -29,6 +29,12 @@ RETURN id AS transaction_id, a.id AS account_id, m.id AS merchant_id, p.version 
 DELETE_PAID = """UNWIND $rows AS r
 MATCH (a:Account {id: r.account_id})-[p:PAID {transaction_id: r.transaction_id}]->(m:Merchant {id: r.merchant_id})
 DELETE p"""
+# Ladybug plans the anchored form above as a per-row probe (~1.8 ms a row on a 400k-relationship
+# graph); as a join on the relationship property with the endpoints filtered after, ~40x faster.
+DELETE_PAID_JOIN = """UNWIND $rows AS r
+MATCH (a:Account)-[p:PAID]->(m:Merchant)
+WHERE p.transaction_id = r.transaction_id AND a.id = r.account_id AND m.id = r.merchant_id
+DELETE p"""
 CREATE_PAID = """UNWIND $rows AS r
 MATCH (a:Account {id: r.account_id})
 MATCH (m:Merchant {id: r.merchant_id})

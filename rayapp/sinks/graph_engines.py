@@ -57,6 +57,7 @@ class LadybugEngine:
 
     concurrent = False  # one process writes an embedded database
     locks = False
+    embedded = True
 
     def __init__(self, path: str, schema: tuple[str, ...], read_only: bool = False, bulk: bool = True) -> None:
         import ladybug
@@ -142,6 +143,7 @@ class Neo4jEngine:
     already serialises writers."""
 
     bulk = False  # no bulk loader over Bolt: new rows go in large UNWIND statements
+    embedded = False
 
     def __init__(self, url: str, schema: tuple[str, ...], indexes: tuple[tuple[str, str], ...] = ()) -> None:
         from neo4j import GraphDatabase

@@ -56,5 +56,8 @@ def test_unknown_store_and_bad_scheme_are_clear_errors() -> None:
 
 
 def test_batch_sizes_come_from_each_stores_options() -> None:
-    s = load_settings(overrides={"writer_batch_rows": 123, "graph_batch_rows": 456})
-    assert {n: spec.batch_rows(s) for n, spec in stores().items()} == {"postgres": 123, "clickhouse": 123, "graph": 456, "vector": 123}
+    s = load_settings(overrides={"writer_batch_rows": 123, "graph_batch_rows": 456, "graph_bulk_batch_rows": 789})
+    # embedded Ladybug bulk-loads: fewer, larger COPYs; row statements (or a Bolt server) take graph_batch_rows
+    assert {n: spec.batch_rows(s) for n, spec in stores().items()} == {"postgres": 123, "clickhouse": 123, "graph": 789, "vector": 123}
+    assert store("graph").batch_rows(s.model_copy(update={"graph_bulk_copy": False})) == 456
+    assert store("graph").batch_rows(load_settings(overrides={"graph_url": "neo4j://h:7687", "graph_batch_rows": 456})) == 456
