@@ -169,6 +169,14 @@ def worker_setup() -> None:
     configure(doc.get("format", "json"), doc.get("level", "INFO"), from_driver=True)
 
 
+def align_serve_client() -> None:
+    """Serve's import sets its client logger to INFO (handle routers announce themselves there); hold it
+    to the driver's rayapp level when that is stricter (back to INFO when it is not), so a quiet run stays
+    quiet in Data actors."""
+    level = logging.getLevelName(_from_driver().get("level") or _state["level"])
+    logging.getLogger("ray.serve").setLevel(max(level, logging.INFO) if isinstance(level, int) else logging.INFO)
+
+
 def runtime_env_hook() -> dict[str, Any]:
     """What ``ray.init`` adds to the job's runtime env; nothing when the submitted job already has a
     setup hook of its own (Ray refuses two)."""

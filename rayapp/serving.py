@@ -25,6 +25,9 @@ def deployment(name: str, app_name: str = APP_NAME) -> object:
     """A handle to one deployment of the running application."""
     from ray import serve
 
+    from rayapp import logs
+
+    logs.align_serve_client()
     return serve.get_deployment_handle(name, app_name=app_name)
 
 

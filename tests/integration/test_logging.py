@@ -76,3 +76,30 @@ def test_auto_format_follows_the_terminal() -> None:
 
     assert logs.resolve_format("auto", Tty()) == "text" and logs.resolve_format("auto", Pipe()) == "json"
     assert logs.resolve_format("json", Tty()) == "json" and logs.resolve_format("text", Pipe()) == "text"
+
+
+def _serve_client_level(driver_level: str) -> int:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def level_after_align() -> int:
+        from ray import serve  # noqa: F401 - importing Serve sets its client logger to INFO
+
+        logs.align_serve_client()
+        return logging.getLogger("ray.serve").getEffectiveLevel()
+
+    logs.configure("text", driver_level)
+    logs.publish()
+    time.sleep(1.2)  # workers re-read the driver's context at most once a second
+    return ray.get(level_after_align.remote())
+
+
+def test_a_quiet_driver_keeps_serve_clients_in_workers_quiet(ray_local: None) -> None:
+    # A Data actor holding a deployment handle announces its router at INFO ("Started <...Router...>"):
+    # under a driver at WARNING (the demo on a terminal) that line must not reach the console.
+    try:
+        assert contextvars.copy_context().run(_serve_client_level, "WARNING") == logging.WARNING
+        assert contextvars.copy_context().run(_serve_client_level, "INFO") == logging.INFO
+    finally:
+        logs.configure(os.environ.get("RAYAPP_LOG_FORMAT", "text"), "INFO")
+        logs.publish()
