@@ -14,6 +14,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep", action="store_true", help="keep the scratch lake under <data_dir>/bench/work")
     p.add_argument("--api-requests", type=int, default=300, help="requests per HTTP API endpoint under load (0: skip the API load)")
+    p.add_argument("--lake-only", action="store_true",
+                   help="generate → ingest → bronze_to_silver → silver_to_gold only (scale runs: peak memory, disk, spill)")  # fmt: skip
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -29,10 +31,23 @@ def _body(ctx: JobContext, args: argparse.Namespace) -> JobResult:
 
     from rayapp.tools.bench_api import summary_lines
 
-    report = run_benchmark(ctx.settings, args.rows, args.files, args.seed, keep=args.keep, deploy_models=deploy, api_requests=args.api_requests)
+    report = run_benchmark(ctx.settings, args.rows, args.files, args.seed, keep=args.keep, deploy_models=deploy,
+                           api_requests=args.api_requests, lake_only=args.lake_only)  # fmt: skip
+    path = report["landing_to_postgres"] or {"shares": {}}
     lines = [f"benchmark at {report['rows']} rows on {report['machine']['cpus']} CPUs:"]
-    lines += [f"  {s['stage']:<24} {s['rows']:>10} rows {s['seconds']:>8.2f}s {s['rows_per_s']:>10} rows/s" for s in report["stages"]]
-    lines.append(f"bronze_to_silver time / polars reference time: {report['bronze_to_silver_vs_polars']}x")
+    for s in report["stages"]:
+        share = f"{path['shares'][s['stage']]:>6.1%}" if s["stage"] in path["shares"] else ""
+        lines.append(f"  {s['stage']:<34} {s['rows']:>10} rows {s['seconds']:>8.2f}s {s['rows_per_s']:>10} rows/s {share}")
+    if report["landing_to_postgres"]:
+        lines.append(f"landing → PostgreSQL (ingest … publish, shares above): {path['seconds']}s = {path['landing_rows_per_s']} landing rows/s")
+    mem = report["memory"]
+    lines.append(f"peak memory: driver {mem['driver_peak_rss_mib']} MiB, all {mem['processes_at_peak']} processes "
+                 f"{mem['processes_peak_pss_mib']} MiB (PSS); disk grew {mem['disk_peak_growth_mib']} MiB at most; "
+                 f"object store spilled {mem['spilled_mib']} MiB")  # fmt: skip
+    if "disk_mib" in report:
+        lines.append("on disk (MiB): " + ", ".join(f"{k} {v}" for k, v in report["disk_mib"].items()))
+    if "bronze_to_silver_vs_polars" in report:
+        lines.append(f"bronze_to_silver time / polars reference time: {report['bronze_to_silver_vs_polars']}x")
     if report.get("serve_vs_inline_scoring") is not None:
         lines.append(f"scoring job through Serve / inline: {report['serve_vs_inline_scoring']}x; "
                      f"scoring step alone: {report['serve_vs_inline_scoring_step']}x")  # fmt: skip

@@ -117,13 +117,24 @@ class EmbedderDeployment:
         return out
 
 
+def _embedder_gpus(asked: Any) -> float:
+    """GPUs for the Embedder replica: as asked, else one when the cluster has a GPU (Ray hides GPUs
+    from an actor that asks for none, so the model would stay on the CPU)."""
+    if asked is not None and asked != "auto":
+        return float(asked)
+    import ray
+
+    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
 def build_app(args: Optional[dict[str, Any]] = None) -> Any:
     """Application builder (``serve.app:build_app``).
 
     Args (all optional): ``settings`` (a Settings object: what ``deploy()`` hands in; otherwise
     Settings are built here once from ``config`` (TOML), ``data_dir``, ``lake_uri`` and the
     replica's environment), ``model_version``, ``embed_model``, ``embed_threads``,
-    ``scorer_replicas``, ``scorer_cpus``, ``embedder_cpus``.
+    ``scorer_replicas``, ``scorer_cpus``, ``embedder_cpus``, ``embedder_gpus`` (default ``auto``: one
+    GPU when the cluster has one; the model then runs on CUDA, and on the CPU otherwise).
     """
     args = dict(args or {})
     settings = args.get("settings")
@@ -135,7 +146,8 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Any:
         ray_actor_options={"num_cpus": float(args.get("scorer_cpus", 0.25))},
         user_config={"model_version": args.get("model_version", "latest")},
     ).bind(LakeModelLoader(Lake(settings)))
-    embedder = EmbedderDeployment.options(ray_actor_options={"num_cpus": float(args.get("embedder_cpus", 0.5))}).bind(
+    embedder_actor = {"num_cpus": float(args.get("embedder_cpus", 0.5)), "num_gpus": _embedder_gpus(args.get("embedder_gpus"))}
+    embedder = EmbedderDeployment.options(ray_actor_options=embedder_actor).bind(
         # Ray sets OMP_NUM_THREADS=1 for a fractional-CPU actor; torch needs 2 threads for ~570 texts/s.
         args.get("embed_model"), int(args.get("embed_threads") or 2)
     )

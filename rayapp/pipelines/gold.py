@@ -49,14 +49,22 @@ def _dates_of(event_time: pa.Array | pa.ChunkedArray) -> set[date]:
     return set(pc.unique(tx.activity_date(pc.drop_null(event_time))).to_pylist())
 
 
+def _all_dates(lake: Lake, version: int) -> set[date]:
+    """Every activity date in silver, a batch at a time (never the whole column in the driver)."""
+    days: set[date] = set()
+    for batch in lake.dataset(SILVER, version).to_batches(columns=["event_time"], batch_size=1 << 20):
+        days |= _dates_of(batch.column(0))
+    return days
+
+
 def _touched_dates(lake: Lake, since: int | None, until: int, full: bool) -> set[date]:
     if full or since is None:
-        return _dates_of(lake.read(SILVER, columns=["event_time"], version=until)["event_time"])
+        return _all_dates(lake, until)
     if since >= until:
         return set()
     cdf = lake.changes(SILVER, since, until, ["event_time"])
     if cdf is None:
-        return _dates_of(lake.read(SILVER, columns=["event_time"], version=until)["event_time"])
+        return _all_dates(lake, until)
     return _dates_of(cdf["event_time"])
 
 

@@ -33,7 +33,7 @@ from rayapp.errors import RayappError
 from rayapp.lake import Lake
 from rayapp.lake_sink import DeltaAppendSink
 from rayapp.ledger import Ledger, StageResult, utcnow
-from rayapp.pipelines.staging import read_ipc_dir, split_write, write_ipc
+from rayapp.pipelines.staging import read_ipc_dir, split_write, stream_ipc_dir, write_ipc
 from rayapp.quality import Expectations
 from rayapp.transforms import silver as tx
 
@@ -173,8 +173,11 @@ def bronze_to_silver(
             metrics = _merge_silver(lake, winners, run_id, full_refresh)
         result.silver_version = lake.version(SILVER)
         logger.info("reduced and merged into silver in %.1fs total", time.perf_counter() - t0)
-        q = read_ipc_dir(lake, f"{staging}/quarantine", QUARANTINE_SCHEMA)
-        result.quarantine_version = _merge_quarantine(lake, q, run_id)
+        if counts.get("quarantined", 0):
+            q = stream_ipc_dir(lake, f"{staging}/quarantine", QUARANTINE_SCHEMA)  # never all of it in the driver
+            result.quarantine_version = _merge_quarantine(lake, q, run_id)
+        else:
+            lake.ensure(QUARANTINE)
     finally:
         lake.remove(staging)
     inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
@@ -225,10 +228,7 @@ def _merge_silver(lake: Lake, winners: Any, run_id: str, full_refresh: bool) -> 
     return metrics
 
 
-def _merge_quarantine(lake: Lake, rows: pa.Table, run_id: str) -> int | None:
-    lake.ensure(QUARANTINE)
-    if rows.num_rows == 0:
-        return None
+def _merge_quarantine(lake: Lake, rows: pa.RecordBatchReader, run_id: str) -> int | None:
     lake.merge(
         QUARANTINE, rows, "t._source_file = s._source_file AND t._source_row = s._source_row", {"rayapp.run_id": run_id}
     ).when_not_matched_insert_all().execute()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -34,25 +35,43 @@ def write_ipc(lake: Lake, path_uri: str, table: pa.Table) -> None:
         writer.write_table(table)
 
 
-def read_ipc_dir(lake: Lake, dir_uri: str, schema: pa.Schema | None = None) -> pa.Table:
-    """Every staging file under ``dir_uri`` as one table (cast to ``schema`` when given)."""
+def _ipc_files(lake: Lake, dir_uri: str) -> tuple[Any, list[str]]:
     from pyarrow.fs import FileSelector
 
-    empty = schema.empty_table() if schema is not None else pa.table({})
     fs, path = lake.arrow_fs(dir_uri)
     try:
         infos = fs.get_file_info(FileSelector(path, allow_not_found=True))
     except FileNotFoundError:
-        return empty
+        return fs, []
+    return fs, sorted(info.path for info in infos if info.path.endswith(".arrow"))
+
+
+def read_ipc_dir(lake: Lake, dir_uri: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Every staging file under ``dir_uri`` as one table (cast to ``schema`` when given)."""
+    fs, paths = _ipc_files(lake, dir_uri)
     tables = []
-    for info in infos:
-        if info.path.endswith(".arrow"):
-            with fs.open_input_file(info.path) as fh:
-                tables.append(pa.ipc.open_file(fh).read_all())
+    for path in paths:
+        with fs.open_input_file(path) as fh:
+            tables.append(pa.ipc.open_file(fh).read_all())
     if not tables:
-        return empty
+        return schema.empty_table() if schema is not None else pa.table({})
     table = pa.concat_tables(tables)
     return table.cast(schema) if schema is not None else table
+
+
+def stream_ipc_dir(lake: Lake, dir_uri: str, schema: pa.Schema) -> pa.RecordBatchReader:
+    """The staging files under ``dir_uri`` as one stream of ``schema`` batches, a file at a time (memory
+    bounded by the largest file, not their sum)."""
+    fs, paths = _ipc_files(lake, dir_uri)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in paths:
+            with fs.open_input_file(path) as fh:
+                reader = pa.ipc.open_file(fh)
+                for i in range(reader.num_record_batches):
+                    yield from pa.Table.from_batches([reader.get_batch(i)]).cast(schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def split_write(lake: Lake, table: pa.Table, key: str, partitions: int, dir_uri: str, name: str) -> None:

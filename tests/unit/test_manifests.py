@@ -165,3 +165,18 @@ def test_rayservice_serves_what_serve_config_yaml_serves() -> None:
             auto = d["autoscaling_config"]
             assert "num_replicas" not in d and 1 <= auto["min_replicas"] <= auto["max_replicas"], d["name"]
     assert local["http_options"]["host"] == "127.0.0.1" and remote["http_options"]["host"] == "0.0.0.0"
+
+
+def test_the_embedder_asks_for_a_gpu_only_where_the_cluster_has_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from serve.app import _embedder_gpus
+
+    args = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())["applications"][0]["args"]
+    assert args["embedder_gpus"] == "auto"
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert _embedder_gpus(args["embedder_gpus"]) == 0.0 and _embedder_gpus(None) == 0.0  # a CPU cluster: the model on the CPU
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert _embedder_gpus("auto") == 1.0  # Ray hides GPUs from an actor that asks for none
+    assert _embedder_gpus(0) == 0.0 and _embedder_gpus("0.5") == 0.5  # as asked
