@@ -13,7 +13,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     )
     graph_bulk_copy: bool = Field(
         default=True, description="Ladybug: new nodes and relationships go in by COPY FROM (Arrow); only replacements run row statements."
+    )
+    staging_compression: Literal["none", "lz4", "zstd"] = Field(
+        default="lz4",
+        description="Arrow IPC compression of staging files (key-partitioned runs): lz4 ~2.5x smaller at little CPU, zstd ~4x for disk-tight runs.",
     )
     writer_max_in_flight: int = Field(default=2, ge=1, description="Batches queued per writer actor (backpressure).")
     writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")

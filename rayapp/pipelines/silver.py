@@ -141,7 +141,7 @@ def bronze_to_silver(
     actions = pa.table(bronze_dt.get_add_actions(flatten=True))
     new_names = {f.rsplit("/", 1)[-1] for f in new_files}  # data file names are unique within a table
     n_rows = sum(n for p, n in zip(actions["path"].to_pylist(), actions["num_records"].to_pylist()) if p.rsplit("/", 1)[-1] in new_names)
-    parts = partitions or max(2, min(64, math.ceil(n_rows / 500_000)))
+    parts = partitions or max(2, min(128, math.ceil(n_rows / 500_000)))  # ≤ ~800k rows a reduce task at 100M rows
     now = utcnow()
     staging = lake.path("_staging", run_id)
     t0 = time.perf_counter()

@@ -27,11 +27,14 @@ def partition_ids(keys: pa.Array, partitions: int) -> np.ndarray:
 
 
 def write_ipc(lake: Lake, path_uri: str, table: pa.Table) -> None:
-    """Staging files are Arrow IPC: written and read back at memory speed, never kept."""
+    """Staging files are Arrow IPC (compressed per the ``staging_compression`` setting): written and read
+    back at memory speed, never kept."""
     fs, path = lake.arrow_fs(path_uri)
     if not is_remote(path_uri):
         fs.create_dir(posixpath.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    codec = lake.settings.staging_compression
+    options = pa.ipc.IpcWriteOptions(compression=None if codec == "none" else codec)
+    with fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table)
 
 

@@ -8,27 +8,15 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from rayapp.lake import Lake
 from rayapp.ledger import Ledger, new_run_id, utcnow
 from rayapp.settings import Settings
+from rayapp.tools.bench_timing import StageTiming, timed
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class StageTiming:
-    stage: str
-    rows: int
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
 def _machine() -> dict[str, Any]:
@@ -39,16 +27,6 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpus": os.cpu_count(), "memory_gib": mem, "platform": platform.platform(), "python": platform.python_version()}
-
-
-def timed(stage: str, rows: int | Callable[[Any], int], fn: Callable[[], Any]) -> tuple[StageTiming, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
-    n = rows(out) if callable(rows) else rows
-    timing = StageTiming(stage, n, dt)
-    logger.info("%s: %d rows in %.2fs = %.0f rows/s", stage, n, dt, timing.rows_per_s)
-    return timing, out
 
 
 def run_benchmark(

@@ -8,7 +8,7 @@ from typing import Any
 
 from rayapp.lake import Lake
 from rayapp.ledger import utcnow
-from rayapp.tools.bench import StageTiming, timed
+from rayapp.tools.bench_timing import StageTiming, timed
 
 logger = logging.getLogger(__name__)
 
