@@ -119,13 +119,15 @@ class Lake(Storage):
             return []
         return list(self.open(table, version).file_uris())
 
-    def append(self, table: TableDef, data: pa.Table, metadata: Mapping[str, str] | None = None) -> int:
-        """Append ``data`` in one commit (creating the table if needed); returns the new version."""
+    def append(self, table: TableDef, data: pa.Table | pa.RecordBatchReader, metadata: Mapping[str, str] | None = None) -> int:
+        """Append ``data`` (a table, or a stream of the table's schema) in one commit (creating the
+        table if needed); returns the new version."""
         from deltalake import CommitProperties, write_deltalake
 
         self.ensure(table)
         write_deltalake(
-            self.uri(table), data.select(table.schema.names).cast(table.schema), mode="append",
+            self.uri(table), data if isinstance(data, pa.RecordBatchReader) else data.select(table.schema.names).cast(table.schema),
+            mode="append",
             storage_options=self.storage_options,
             commit_properties=CommitProperties(custom_metadata=dict(metadata)) if metadata else None,
         )  # fmt: skip

@@ -165,11 +165,22 @@ def _with_meta(scored: Any, run_id: str, now: datetime) -> Iterator[pa.RecordBat
 
 
 def _merge_predictions(lake: Lake, batches: Iterator[pa.RecordBatch], run_id: str, version: str) -> dict[str, int]:
+    metadata = {"rayapp.run_id": run_id, "rayapp.model_version": version}
+    if not lake.files(PREDICTIONS):  # nothing scored yet: the MERGE would insert every row, so append them (no join)
+        sent = [0]
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                sent[0] += batch.num_rows
+                yield batch
+
+        lake.append(PREDICTIONS, pa.RecordBatchReader.from_batches(PREDICTIONS_SCHEMA, counted()), metadata)
+        logger.info("predictions first load: %d rows appended", sent[0])
+        return {"num_source_rows": sent[0], "num_target_rows_inserted": sent[0], "num_target_rows_updated": 0}
     source = pa.RecordBatchReader.from_batches(PREDICTIONS_SCHEMA, batches)
     metrics = (
         lake.merge(
-            PREDICTIONS, source, "t.transaction_id = s.transaction_id AND t.model_version = s.model_version",
-            {"rayapp.run_id": run_id, "rayapp.model_version": version},
+            PREDICTIONS, source, "t.transaction_id = s.transaction_id AND t.model_version = s.model_version", metadata,
         )
         .when_matched_update_all(predicate="s.fraud_score <> t.fraud_score OR s.is_fraud_pred <> t.is_fraud_pred")
         .when_not_matched_insert_all()

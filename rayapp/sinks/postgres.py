@@ -1,5 +1,8 @@
 """PostgreSQL sink: versioned SQL migrations, then COPY into a staging table and one
 ``INSERT … ON CONFLICT … DO UPDATE`` per block that only replaces rows with newer ``_version``.
+A first load (the table and its tombstones empty when the writer starts on it) COPYs blocks
+straight into the table; the first key it already holds sends that block, and the rest, back
+to the upsert.
 
 URLs: ``postgresql://user:pass@host:5432/db`` (any server), or ``pgserver:///path`` — an
 embedded PostgreSQL 16 (the ``pgserver`` package) whose data directory is ``path``; it is
@@ -138,6 +141,7 @@ class PostgresSink(StoreSink[BatchOptions]):
     datasets = DATASETS
     _engine: Any = None
     _server: Any = None
+    _fresh_tables: dict[Dataset, bool] | None = None  # per table: a first load (see _fresh)
 
     def _connect(self, pool_size: int = 1) -> None:
         from sqlalchemy import create_engine
@@ -152,6 +156,7 @@ class PostgresSink(StoreSink[BatchOptions]):
     def on_write_start(self) -> None:
         from sqlalchemy import text
 
+        self._fresh_tables = {}
         self._connect()
         with self._engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
@@ -191,7 +196,11 @@ class PostgresSink(StoreSink[BatchOptions]):
                     for sql in _delete_sql(dataset, gone_stage):
                         cur.execute(sql)
                 changed = 0
-                if live.num_rows:
+                if gone.num_rows or is_repair(block):
+                    self._freshness()[dataset] = False  # tombstones now exist: every row is checked against them
+                elif live.num_rows and self._fresh(cur, dataset):
+                    changed = self._copy_direct(conn, cur, dataset, live)
+                if changed == 0 and live.num_rows:
                     self._copy(cur, stage, live)
                     cur.execute(_upsert_sql(dataset, stage))
                     changed = cur.rowcount
@@ -206,6 +215,35 @@ class PostgresSink(StoreSink[BatchOptions]):
             raw.close()
         logger.debug("postgres %s: %d rows sent, %d inserted/updated", dataset.value, block.num_rows, changed)
         return block.num_rows
+
+    def _fresh(self, cur: Any, dataset: Dataset) -> bool:
+        """Whether ``dataset``'s table and its tombstones were empty when this writer first wrote to it
+        (a first load): asked once per writer, dropped at the first key conflict or delete."""
+        fresh = self._freshness()
+        if dataset not in fresh:
+            cur.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {dataset.value}) AND NOT EXISTS (SELECT 1 FROM {dataset.value}_tombstones)")
+            fresh[dataset] = bool(cur.fetchone()[0])
+        return fresh[dataset]
+
+    def _freshness(self) -> dict[Dataset, bool]:
+        if self._fresh_tables is None:
+            self._fresh_tables = {}
+        return self._fresh_tables
+
+    def _copy_direct(self, conn: Any, cur: Any, dataset: Dataset, live: pa.Table) -> int:
+        """First load: COPY straight into the table, under a savepoint. A key the table already holds
+        (a block with two versions of a key, another writer's row) rolls the COPY back and returns 0:
+        the block then takes the version-guarded upsert, so the outcome is the same either way."""
+        import psycopg
+
+        try:
+            with conn.transaction():  # a savepoint inside the block's transaction
+                self._copy(cur, dataset.value, live)
+            return live.num_rows
+        except psycopg.errors.UniqueViolation:
+            self._freshness()[dataset] = False
+            logger.info("postgres %s: a key is already held; upserting from here on", dataset.value)
+            return 0
 
     def _copy(self, cur: Any, table: str, rows: pa.Table) -> None:
         """COPY ``rows`` into ``table`` as CSV, in chunks of the batch size."""
