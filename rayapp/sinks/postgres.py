@@ -156,7 +156,6 @@ class PostgresSink(StoreSink[BatchOptions]):
     def on_write_start(self) -> None:
         from sqlalchemy import text
 
-        self._fresh_tables = {}
         self._connect()
         with self._engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})

@@ -50,18 +50,6 @@ def session_pids() -> set[int]:
     return pids
 
 
-def dir_bytes(path: str | Path) -> int:
-    """Bytes of the files under ``path`` (0 when it does not exist)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
 @dataclass
 class Peaks:
     driver_mib: float = 0.0
@@ -146,6 +134,7 @@ def spill_stats() -> dict[str, int]:
     import re
 
     import ray
+    from fsspec.implementations.local import LocalFileSystem
     from ray._private.internal_api import memory_summary
 
     session = ray._private.worker._global_node.get_session_dir_path()
@@ -153,9 +142,9 @@ def spill_stats() -> dict[str, int]:
     spilled = re.search(r"Spilled (\d+) MiB", text)
     restored = re.search(r"Restored (\d+) MiB", text)
     dirs = glob.glob(os.path.join(session, "ray_spilled_objects*")) + glob.glob(os.path.join(os.path.dirname(session), "ray_spilled_objects*"))
-    left = sum(dir_bytes(d) for d in dirs)
+    left = sum(int(LocalFileSystem().du(d)) for d in dirs)
     return {"spilled_mib": int(spilled.group(1)) if spilled else 0, "restored_mib": int(restored.group(1)) if restored else 0,
             "spill_left_bytes": left}  # fmt: skip
 
 
-__all__ = ["MemoryWatch", "dir_bytes", "session_pids", "spill_stats"]
+__all__ = ["MemoryWatch", "session_pids", "spill_stats"]
