@@ -1,41 +1,59 @@
-"""Comparing one key range of a view: rows matched by key, contents by a hash of the normalised
-compared columns (floats to 9 decimals, decimals exact, timestamps in UTC). Pure: pyarrow only."""
+"""Comparing one key range of a view: rows matched by key (a hash join), contents column by column
+after normalising both sides the same way: cast to the view's schema (timestamps to UTC, decimals to
+its scale), floats rounded to 9 decimals, one row per key (the last). Pure: pyarrow only."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rayapp.sinks.views import View
 
 EXAMPLES = 5
+_STORE = "\x00store"  # suffix of the store side's columns in the join
+_SIDE = "\x00side"
 
 
-def _norm(v: Any) -> Any:
-    if isinstance(v, float):
-        return round(v, 9)
-    if isinstance(v, Decimal):
-        return str(v.normalize()) if v == v else "NaN"
-    if isinstance(v, datetime):
-        return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
-    return v
-
-
-def row_hashes(view: View, rows: pa.Table) -> dict[tuple[Any, ...], str]:
-    """Key → content hash of every row (a key held twice counts once, the last)."""
+def normalised(view: View, rows: pa.Table) -> pa.Table:
+    """The view's columns of ``rows`` as compared: cast to the view's schema, floats rounded to 9
+    decimals, sorted by key, a key held twice counted once (its last row)."""
     rows = rows.select(view.schema.names).cast(view.schema)
-    keys = [rows[k].to_pylist() for k in view.key]
-    values = [rows[c].to_pylist() for c in view.compared]
-    out = {}
-    for i, key in enumerate(zip(*keys)):
-        content = repr(tuple(_norm(col[i]) for col in values)).encode()
-        out[tuple(_norm(k) for k in key)] = hashlib.blake2b(content, digest_size=12).hexdigest()
-    return out
+    cols = [pc.round(rows[f.name], 9) if pa.types.is_floating(f.type) else rows[f.name] for f in view.schema]
+    rows = pa.table(cols, schema=view.schema)
+    if rows.num_rows < 2:
+        return rows
+    rows = rows.take(pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in view.key]))  # stable: repeats keep their order
+    repeated = None  # row i has the key of row i + 1
+    for k in view.key:
+        col = rows[k].combine_chunks()
+        same = pc.fill_null(pc.equal(col.slice(0, len(col) - 1), col.slice(1)), False)
+        repeated = same if repeated is None else pc.and_(repeated, same)
+    if not pc.any(repeated).as_py():
+        return rows
+    return rows.filter(pa.concat_arrays([pc.invert(repeated), pa.array([True])]))
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Null-aware equality: two nulls are equal, and so are two NaNs."""
+    same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+    if pa.types.is_floating(a.type):
+        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+    return same
+
+
+def _aligned(view: View, want: pa.Table, have: pa.Table) -> bool:
+    """Whether both sorted sides hold exactly the same (non-null) keys, the usual case: then rows
+    compare position by position and no join is needed."""
+    if want.num_rows != have.num_rows or any(t[k].null_count for t in (want, have) for k in view.key):
+        return False
+    return all(want[k].equals(have[k]) for k in view.key)
+
+
+def _keys(view: View, rows: pa.Table) -> list[tuple[Any, ...]]:
+    return list(zip(*(rows[k].to_pylist() for k in view.key)))
 
 
 @dataclass
@@ -64,12 +82,25 @@ class Diff:
 
 def compare(view: View, lake_rows: pa.Table, store_rows: pa.Table, diff: Diff) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Add one key range's differences to ``diff``; returns ``(keys to re-send, keys to delete)``."""
-    want = row_hashes(view, lake_rows)
-    have = row_hashes(view, store_rows)
-    missing = [k for k in want if k not in have]
-    extra = [k for k in have if k not in want]
-    different = [k for k, h in want.items() if k in have and have[k] != h]
-    diff.checked += len(want.keys() | have.keys())
+    want, have = normalised(view, lake_rows), normalised(view, store_rows)
+    if _aligned(view, want, have):
+        both = want
+        for c in view.compared:
+            both = both.append_column(c + _STORE, have[c])
+        in_lake = in_store = pa.repeat(True, both.num_rows)
+    else:
+        want = want.append_column(_SIDE, pa.repeat(True, want.num_rows))
+        have = have.rename_columns([n if n in view.key else n + _STORE for n in have.column_names])
+        have = have.append_column(_SIDE + _STORE, pa.repeat(True, have.num_rows))
+        both = want.join(have, list(view.key), join_type="full outer", use_threads=False)
+        in_lake, in_store = pc.is_valid(both[_SIDE]), pc.is_valid(both[_SIDE + _STORE])
+    same = pa.repeat(True, both.num_rows)
+    for c in view.compared:
+        same = pc.and_(same, _same(both[c], both[c + _STORE]))
+    missing = _keys(view, both.filter(pc.invert(in_store)))
+    extra = _keys(view, both.filter(pc.invert(in_lake)))
+    different = _keys(view, both.filter(pc.and_(pc.and_(in_lake, in_store), pc.invert(same))))
+    diff.checked += both.num_rows
     diff.add("missing", missing)
     diff.add("extra", extra)
     diff.add("different", different)

@@ -24,7 +24,7 @@ from rayapp.lake import Lake
 from rayapp.ledger import Ledger, StageResult
 from rayapp.publish.changes import SOURCES, store_watermark
 from rayapp.reconcile.compare import Diff, compare
-from rayapp.reconcile.expected import Snapshot, dataset_rows, key_bounds, view_rows
+from rayapp.reconcile.expected import RANGE_SOURCE, Snapshot, dataset_rows, key_bounds, view_rows
 from rayapp.sinks import select
 from rayapp.sinks.base import REPAIR, StoreSpec
 from rayapp.sinks.views import VIEWS, View
@@ -56,8 +56,11 @@ def snapshot(lake: Lake, ledger: Ledger, spec: StoreSpec[Any]) -> Snapshot:
     return Snapshot(versions, lake.settings.vector_min_score)
 
 
-def check_store(lake: Lake, spec: StoreSpec[Any], snap: Snapshot) -> tuple[dict[str, Diff], dict[str, list[Fix]]]:
-    """Compare every view of one store with the lake, range by range."""
+def check_store(lake: Lake, spec: StoreSpec[Any], snap: Snapshot, bounds: dict[tuple[Any, ...], list[tuple[str, str]]] | None = None,
+                ) -> tuple[dict[str, Diff], dict[str, list[Fix]]]:
+    """Compare every view of one store with the lake, range by range (``bounds``: key ranges
+    already computed in this run, by lake table, column and version, filled as it goes)."""
+    bounds = {} if bounds is None else bounds
     diffs: dict[str, Diff] = {}
     fixes: dict[str, list[Fix]] = {}
     sink = spec.make(lake.settings)
@@ -66,7 +69,11 @@ def check_store(lake: Lake, spec: StoreSpec[Any], snap: Snapshot) -> tuple[dict[
         for name in spec.view_names():
             view = VIEWS[name]
             diff = diffs[name] = Diff()
-            for lo, hi in key_bounds(lake, name, snap, lake.settings.reconcile_range_rows):
+            table, column = RANGE_SOURCE[name]
+            at = (table, column, snap.versions.get(table))
+            if at not in bounds:
+                bounds[at] = key_bounds(lake, name, snap, lake.settings.reconcile_range_rows)
+            for lo, hi in bounds[at]:
                 want = view_rows(view, dataset_rows(lake, view, snap, lo, hi, compare_only=True))
                 have = sink.scan(name, lo, hi)
                 resend, delete = compare(view, want, have, diff)
@@ -148,14 +155,15 @@ def reconcile(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | No
 
     result = ReconcileResult(details={"stores": {}})
     counts: dict[str, int] = {"mismatches": 0, "repaired": 0, "remaining": 0}
+    bounds: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for spec in select(stores):
         snap = snapshot(lake, ledger, spec)
-        found, fixes = check_store(lake, spec, snap)
+        found, fixes = check_store(lake, spec, snap, bounds)
         total = sum(d.total for d in found.values())
         remaining, sent = found, {"written": 0, "failed": 0}
         if repair and total:
             sent = send_repairs(lake, spec, snap, fixes, run_id)
-            remaining, _ = check_store(lake, spec, snap)
+            remaining, _ = check_store(lake, spec, snap, bounds)
         left = sum(d.total for d in remaining.values())
         result.found[spec.name], result.remaining[spec.name] = found, remaining
         counts |= {f"{spec.name}.checked": sum(d.checked for d in found.values()), f"{spec.name}.mismatches": total,

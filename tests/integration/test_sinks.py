@@ -76,19 +76,24 @@ def test_postgres_migrations_idempotent_and_upserts_only_newer(tmp_path: Path) -
         sink.close()
 
 
-def test_postgres_keeps_empty_strings_and_quotes(tmp_path: Path) -> None:
+def test_postgres_keeps_empty_strings_and_quotes_and_scans_them_back(tmp_path: Path) -> None:
     import psycopg
 
     from rayapp.sinks.postgres import sqlalchemy_url
+    from rayapp.sinks.views import HIGHEST, LOWEST, VIEWS
 
     sink = make_sink("postgres", f"pgserver://{tmp_path / 'pg'}")
     try:
-        block = txn_block(IDS[:2])
-        block = block.set_column(block.schema.get_field_index("description"), "description", pa.array(['', 'say "hi", ok\nnext line']))
+        block = pa.concat_tables([txn_block(IDS[:3]), txn_block(IDS[3:], score=None)])  # TX003.. unscored, TX004 without a device
+        block = block.set_column(block.schema.get_field_index("description"), "description",
+                                 pa.array(['', 'say "hi", ok\nnext line', None, "x", "y", "ünï"]))  # fmt: skip
         sink.write(Dataset.TRANSACTIONS, block)
         with psycopg.connect(sqlalchemy_url(sink.url).replace("postgresql+psycopg", "postgresql")) as conn:
             got = [r[0] for r in conn.execute("SELECT description FROM transactions ORDER BY transaction_id")]
-        assert got == ["", 'say "hi", ok\nnext line']
+        assert got == ["", 'say "hi", ok\nnext line', None, "x", "y", "ünï"]
+        view = VIEWS["transactions"]  # reconcile's read: one COPY out, parsed by Arrow, equal to what was written
+        assert sink.scan("transactions", LOWEST, HIGHEST).sort_by("transaction_id").equals(block.select(view.schema.names).cast(view.schema))
+        assert sink.scan("transactions", "TX001", "TX003")["transaction_id"].to_pylist() == ["TX001", "TX002"]
     finally:
         sink.close()
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from rayapp.reconcile.compare import EXAMPLES, Diff, compare, row_hashes
+from rayapp.reconcile.compare import EXAMPLES, Diff, compare, normalised
 from rayapp.sinks.views import VIEWS
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -31,14 +31,33 @@ def test_compare_finds_missing_extra_and_different_by_key_and_content() -> None:
     assert diff.as_dict()["examples"] == {"missing": ["C/2025-03-01"], "extra": ["Z/2025-03-01"], "different": ["B/2025-03-01"]}
 
 
-def test_equal_contents_hash_equal_across_representations() -> None:
+def test_equal_contents_compare_equal_across_representations() -> None:
     view = VIEWS["paid"]
     a = pa.Table.from_pylist([{"transaction_id": "T", "account_id": "A", "merchant_id": "M", "amount": 1.1, "status": "s",
                                "fraud_score": 0.123456789012, "event_time": T0}], schema=view.schema)  # fmt: skip
     naive = a.set_column(a.schema.get_field_index("event_time"), "event_time", pa.array([T0.replace(tzinfo=None)], pa.timestamp("us")))
-    assert row_hashes(view, a) == row_hashes(view, naive.cast(view.schema))  # a UTC instant is one instant
+    assert normalised(view, a).equals(normalised(view, naive.cast(view.schema)))  # a UTC instant is one instant
     later = a.set_column(a.schema.get_field_index("event_time"), "event_time", pa.array([T0 + timedelta(microseconds=1)], view.schema.field("event_time").type))
-    assert row_hashes(view, a) != row_hashes(view, later)
+    assert not normalised(view, a).equals(normalised(view, later))
+    diff = Diff()
+    assert compare(view, a, naive, diff) == ([], []) and diff.total == 0
+    assert compare(view, a, later, diff) == ([("T",)], []) and diff.different == 1
+
+
+def test_floats_nulls_nans_and_repeated_keys() -> None:
+    view = VIEWS["transaction_vectors"]
+
+    def rows(*values: tuple[str, str | None, float | None]) -> pa.Table:
+        return pa.Table.from_pylist([{"id": i, "account_id": a, "merchant_id": "M", "fraud_score": s, "model_version": "v1"} for i, a, s in values],
+                                    schema=view.schema)  # fmt: skip
+
+    nan = float("nan")
+    lake = rows(("A", "a", 0.1234567891), ("B", None, nan), ("C", "c", None), ("D", "d", 0.5), ("E", None, 0.5), ("F", "f", 0.5))
+    store = rows(("A", "a", 0.12345678912), ("B", None, nan), ("C", "c", None), ("D", "d", 0.6), ("D", "d", 0.5), ("E", "e", 0.5), ("F", "f", None))
+    diff = Diff()
+    resend, delete = compare(view, lake, store, diff)  # A: equal to 9 decimals; B: null and NaN both sides; D: its last row counts
+    assert (diff.checked, diff.missing, diff.extra, diff.different) == (6, 0, 0, 2)
+    assert sorted(resend) == [("E",), ("F",)] and delete == []
 
 
 def test_examples_are_bounded() -> None:
