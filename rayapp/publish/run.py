@@ -21,14 +21,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayapp.catalog import GOLD_DATASETS, GOLD_MERCHANT, PREDICTIONS, SILVER, Dataset
 from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger, StageResult
 from rayapp.publish.changes import Changes, find_changes, store_watermark, watermark_stage
-from rayapp.publish.embedding import EmbedStats, send_vectors
+from rayapp.publish.embedding import EmbedStats, VectorFeed
 from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, tombstone_batches, transaction_batches
 from rayapp.publish.routing import Router
 from rayapp.progress import Progress
@@ -116,37 +115,43 @@ def expected_rows(lake: Lake, ch: Changes, spec: StoreSpec[Any]) -> int:
 
 
 def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded: EmbedStats) -> int:
-    """Route one change set to the router's stores; returns the silver rows read."""
+    """Route one change set to the router's stores; returns the silver rows read. Rows for the
+    vector datasets are embedded as they are read, while the other stores' writers work."""
     settings = lake.settings
-    risky: list[pa.Table] = []
+    feed = VectorFeed(router, lake, run_id)
+    vectors = router.wants(Dataset.TRANSACTION_VECTORS)
     rows_read = 0
     gone = tombstone_batches(ch)
-    for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
-        rows_read += batch.num_rows
-        router.send(Dataset.TRANSACTIONS, batch)
-        if router.wants(Dataset.TRANSACTION_VECTORS):
-            risky.append(sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
-    if Dataset.TRANSACTIONS in gone:
-        router.send(Dataset.TRANSACTIONS, gone[Dataset.TRANSACTIONS])
-        if router.wants(Dataset.TRANSACTION_VECTORS):
-            risky.append(sv.transaction_vector_rows(gone[Dataset.TRANSACTIONS], settings.vector_min_score, with_deletes=True))
-    router.flush(Dataset.TRANSACTIONS)
-    for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
-        router.send(Dataset.PREDICTIONS, sv.live(batch))
-    if Dataset.PREDICTIONS in gone:
-        router.send(Dataset.PREDICTIONS, gone[Dataset.PREDICTIONS])
-    router.flush(Dataset.PREDICTIONS)
-    rebuilt_merchants = None
-    for table, dataset in GOLD_DATASETS.items():
-        needed = router.wants(dataset) or (table == GOLD_MERCHANT.name and router.wants(Dataset.MERCHANT_VECTORS))
-        rows = gold_rows(lake, table, ch) if needed else None
-        if table == GOLD_MERCHANT.name:
-            rebuilt_merchants = rows
-        if rows is not None and router.wants(dataset):
-            router.send(dataset, rows)
-            router.flush(dataset)
-    profiles = merchant_profile_rows(lake, ch, rebuilt_merchants) if router.wants(Dataset.MERCHANT_VECTORS) else None
-    embedded.add(send_vectors(router, profiles, risky, lake, run_id))
+    try:
+        for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
+            rows_read += batch.num_rows
+            router.send(Dataset.TRANSACTIONS, batch)
+            if vectors:
+                feed.add(Dataset.TRANSACTION_VECTORS, sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
+        if Dataset.TRANSACTIONS in gone:
+            router.send(Dataset.TRANSACTIONS, gone[Dataset.TRANSACTIONS])
+            if vectors:
+                feed.add(Dataset.TRANSACTION_VECTORS, sv.transaction_vector_rows(gone[Dataset.TRANSACTIONS], settings.vector_min_score, with_deletes=True))
+        router.flush(Dataset.TRANSACTIONS)
+        for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
+            router.send(Dataset.PREDICTIONS, sv.live(batch))
+        if Dataset.PREDICTIONS in gone:
+            router.send(Dataset.PREDICTIONS, gone[Dataset.PREDICTIONS])
+        router.flush(Dataset.PREDICTIONS)
+        rebuilt_merchants = None
+        for table, dataset in GOLD_DATASETS.items():
+            needed = router.wants(dataset) or (table == GOLD_MERCHANT.name and router.wants(Dataset.MERCHANT_VECTORS))
+            rows = gold_rows(lake, table, ch) if needed else None
+            if table == GOLD_MERCHANT.name:
+                rebuilt_merchants = rows
+            if rows is not None and router.wants(dataset):
+                router.send(dataset, rows)
+                router.flush(dataset)
+        if router.wants(Dataset.MERCHANT_VECTORS):
+            feed.add(Dataset.MERCHANT_VECTORS, merchant_profile_rows(lake, ch, rebuilt_merchants))
+        embedded.add(feed.close())
+    finally:
+        feed.abort()
     return rows_read
 
 

@@ -1,6 +1,7 @@
-"""Comparing one key range of a view: rows matched by key (a hash join), contents column by column
-after normalising both sides the same way: cast to the view's schema (timestamps to UTC, decimals to
-its scale), floats rounded to 9 decimals, one row per key (the last). Pure: pyarrow only."""
+"""Comparing one key range of a view: rows matched by key, contents column by column after
+normalising both sides the same way: cast to the view's schema (timestamps to UTC, decimals to its
+scale), sorted by key, one row per key (the last). Floats are equal within 1e-9 (relative above 1):
+stores hand doubles back through text or other float widths. Pure: pyarrow only."""
 
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ import pyarrow.compute as pc
 from rayapp.sinks.views import View
 
 EXAMPLES = 5
+FLOAT_TOLERANCE = 1e-9
 _STORE = "\x00store"  # suffix of the store side's columns in the join
 _SIDE = "\x00side"
 
 
 def normalised(view: View, rows: pa.Table) -> pa.Table:
-    """The view's columns of ``rows`` as compared: cast to the view's schema, floats rounded to 9
-    decimals, sorted by key, a key held twice counted once (its last row)."""
+    """The view's columns of ``rows`` as compared: cast to the view's schema, sorted by key, a key
+    held twice counted once (its last row)."""
     rows = rows.select(view.schema.names).cast(view.schema)
-    cols = [pc.round(rows[f.name], 9) if pa.types.is_floating(f.type) else rows[f.name] for f in view.schema]
-    rows = pa.table(cols, schema=view.schema)
     if rows.num_rows < 2:
         return rows
     rows = rows.take(pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in view.key]))  # stable: repeats keep their order
@@ -37,11 +37,14 @@ def normalised(view: View, rows: pa.Table) -> pa.Table:
 
 
 def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Null-aware equality: two nulls are equal, and so are two NaNs."""
-    same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+    """Null-aware equality: two nulls are equal, and so are two NaNs; floats within ``FLOAT_TOLERANCE``."""
     if pa.types.is_floating(a.type):
-        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
-    return same
+        scale = pc.max_element_wise(pc.abs(a), pa.scalar(1.0, a.type))
+        close = pc.less_equal(pc.abs(pc.subtract(a, b)), pc.multiply(scale, FLOAT_TOLERANCE))
+        same = pc.fill_null(pc.or_(pc.or_(pc.equal(a, b), close), pc.and_(pc.is_nan(a), pc.is_nan(b))), False)  # equal: infinities
+    else:
+        same = pc.fill_null(pc.equal(a, b), False)
+    return pc.or_(same, pc.and_(pc.is_null(a), pc.is_null(b)))
 
 
 def _aligned(view: View, want: pa.Table, have: pa.Table) -> bool:

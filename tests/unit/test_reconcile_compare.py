@@ -51,13 +51,16 @@ def test_floats_nulls_nans_and_repeated_keys() -> None:
         return pa.Table.from_pylist([{"id": i, "account_id": a, "merchant_id": "M", "fraud_score": s, "model_version": "v1"} for i, a, s in values],
                                     schema=view.schema)  # fmt: skip
 
-    nan = float("nan")
-    lake = rows(("A", "a", 0.1234567891), ("B", None, nan), ("C", "c", None), ("D", "d", 0.5), ("E", None, 0.5), ("F", "f", 0.5))
-    store = rows(("A", "a", 0.12345678912), ("B", None, nan), ("C", "c", None), ("D", "d", 0.6), ("D", "d", 0.5), ("E", "e", 0.5), ("F", "f", None))
+    nan, inf = float("nan"), float("inf")
+    lake = rows(("A", "a", 0.1234567891), ("B", None, nan), ("C", "c", None), ("D", "d", 0.5), ("E", None, 0.5), ("F", "f", 0.5),
+                ("G", "g", 24.83), ("H", "h", inf), ("I", "i", 1e6), ("J", "j", 0.5))  # fmt: skip
+    store = rows(("A", "a", 0.12345678912), ("B", None, nan), ("C", "c", None), ("D", "d", 0.6), ("D", "d", 0.5), ("E", "e", 0.5), ("F", "f", None),
+                 ("G", "g", 24.829999999999998), ("H", "h", inf), ("I", "i", 1e6 + 1e-4), ("J", "j", 0.500001))  # fmt: skip
     diff = Diff()
-    resend, delete = compare(view, lake, store, diff)  # A: equal to 9 decimals; B: null and NaN both sides; D: its last row counts
-    assert (diff.checked, diff.missing, diff.extra, diff.different) == (6, 0, 0, 2)
-    assert sorted(resend) == [("E",), ("F",)] and delete == []
+    # A, G: equal within 1e-9; B: null and NaN both sides; H: infinities; D: its last row counts; I: 1e-10 apart relatively
+    resend, delete = compare(view, lake, store, diff)
+    assert (diff.checked, diff.missing, diff.extra, diff.different) == (10, 0, 0, 3)
+    assert sorted(resend) == [("E",), ("F",), ("J",)] and delete == []
 
 
 def test_examples_are_bounded() -> None:
