@@ -1,4 +1,4 @@
-"""Job `reconcile`: prove each serving store equals the lake (by key and content hash, in key
+"""Job `reconcile`: prove each serving store equals the lake (by key and content, in key
 ranges), print the differences, and with ``--repair`` re-send or delete them through the writers.
 Exits 4 while a difference remains."""
 

@@ -3,7 +3,7 @@
 For each chosen store and each of its views (:mod:`rayapp.sinks.views`): split the keys into
 ranges of about ``reconcile_range_rows`` lake rows, read the lake's rows (as of the versions the
 store's watermark says it received) and the store's rows of one range, and compare them by key
-and content hash (:mod:`rayapp.reconcile.compare`). ``repair`` re-sends the missing and different
+and content, column by column (:mod:`rayapp.reconcile.compare`). ``repair`` re-sends the missing and different
 rows and deletes the extra ones through the normal writer actors — as *repair* blocks, which
 replace what the store holds for their keys whatever its version — then compares again: the
 verdict counts what was found, what was repaired and what remains.
