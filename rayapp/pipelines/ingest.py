@@ -1,7 +1,7 @@
 """Landing -> bronze: append every new landing file to ``<lake>/bronze/transactions``.
 
-Files are listed and checksummed on the driver, then parsed in parallel by Ray Data (one
-task per file) and written by :class:`BronzeSink` workers as Parquet; the driver commits all
+Files are listed on the driver, then parsed in parallel by Ray Data (one task per file, which
+also takes the MD5 of the bytes it parses: a file is read once) and written by :class:`BronzeSink` workers as Parquet; the driver commits all
 of them in one Delta transaction whose commit metadata names the run and its files. The
 file ledger is written after the commit and repaired from that metadata if a run died in
 between, so a file is never ingested twice.
@@ -34,6 +34,7 @@ _REJECT = "_reject_reason"
 _MARKER_SCHEMA = BRONZE_SCHEMA.append(pa.field(_REJECT, pa.string()))
 _CHUNK_ROWS = 250_000
 _NOTE = "note:"  # a marker whose reason starts so carries a note for the file ledger, not a rejection
+_SUM = "checksum:"  # ... or the checksum of the file's bytes, taken by the task that parsed them
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class LandingFile:
     uri: str
     fmt: str
     size: int
-    checksum: str
+    checksum: str | None  # None: taken while parsing (a path the file ledger has never seen)
 
 
 @dataclass(kw_only=True)
@@ -82,8 +83,10 @@ def _md5(fs: Any, path: str) -> str:
     return "md5:" + h.hexdigest()
 
 
-def list_landing(lake: Lake, landing_uri: str) -> tuple[list[LandingFile], int]:
-    """Landing files (sorted by URI) with their content checksums, and the count of ignored files."""
+def list_landing(lake: Lake, landing_uri: str, seen: set[str] | None = None) -> tuple[list[LandingFile], int]:
+    """Landing files (sorted by URI) and the count of ignored files. A file's checksum is its S3 ETag,
+    else the MD5 of its content for a URI in ``seen`` (the file ledger knows it: is it the same
+    content?); a URI never seen is new whatever its content, and its parse task takes the MD5."""
     try:
         fs, root = lake.fsspec(landing_uri)
         if not fs.exists(root):
@@ -106,8 +109,10 @@ def list_landing(lake: Lake, landing_uri: str) -> tuple[list[LandingFile], int]:
         etag = info.get("ETag") or info.get("etag")
         candidates.append((path, fmt, int(info.get("size") or 0), etag.strip('"') if etag else None))
 
-    def checksum(c: tuple[str, str, int, str | None]) -> str:
-        return f"etag:{c[3]}" if c[3] else _md5(fs, c[0])
+    def checksum(c: tuple[str, str, int, str | None]) -> str | None:
+        if c[3]:
+            return f"etag:{c[3]}"
+        return _md5(fs, c[0]) if seen is None or lake.to_uri(landing_uri, c[0]) in seen else None
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         sums = list(pool.map(checksum, candidates))
@@ -126,12 +131,15 @@ def parse_files(
 ) -> Iterator[pa.Table]:
     """Ray Data UDF: landing-file descriptors in, bronze rows (or one rejection marker per bad file) out."""
     default_system = source_system
-    for uri, fmt in zip(batch["uri"].to_pylist(), batch["fmt"].to_pylist()):
+    sums = batch["checksum"].to_pylist() if "checksum" in batch.column_names else [None] * batch.num_rows
+    for uri, fmt, known in zip(batch["uri"].to_pylist(), batch["fmt"].to_pylist(), sums):
         source_system = source_system_of(uri, landing, default_system) if landing else default_system
+        fs, path = lake.fsspec(uri)
+        with fs.open(path, "rb") as fh:
+            data = fh.read()
+        if known is None:  # the checksum of exactly the bytes parsed here
+            yield _marker(uri, _SUM + "md5:" + hashlib.md5(data).hexdigest(), run_id, ingested_at, source_system)
         try:
-            fs, path = lake.fsspec(uri)
-            with fs.open(path, "rb") as fh:
-                data = fh.read()
             parsed = parse_landing(data, fmt)
             del data
             table = to_bronze(parsed, batch_id=run_id, ingested_at=ingested_at, source_file=uri, source_system=source_system)
@@ -159,9 +167,9 @@ def _marker(uri: str, reason: str | None, run_id: str, ingested_at: datetime, so
 class BronzeSink(DeltaAppendSink):
     """Appends parsed rows to bronze; pulls rejection markers and per-file row counts aside."""
 
-    def __init__(self, lake: Lake, run_id: str, checksums: dict[str, str]) -> None:
+    def __init__(self, lake: Lake, run_id: str, checksums: dict[str, str | None]) -> None:
         super().__init__(lake, BRONZE, {"rayapp.run_id": run_id})
-        self.checksums = checksums
+        self.listed = checksums
 
     def split_block(self, table: pa.Table) -> tuple[pa.Table, list[Any]]:
         side: list[Any] = []
@@ -172,6 +180,8 @@ class BronzeSink(DeltaAppendSink):
         for uri, reason in zip(markers["_source_file"].to_pylist(), markers[_REJECT].to_pylist()):
             if reason.startswith(_NOTE):
                 side.append(("note", uri, reason.removeprefix(_NOTE)))
+            elif reason.startswith(_SUM):
+                side.append(("checksum", uri, reason.removeprefix(_SUM)))
             else:
                 side.append(("rejected", uri, reason) if reason else ("rows", uri, 0))
         data = table.filter(pc.invert(is_marker)).drop_columns([_REJECT])
@@ -194,9 +204,15 @@ class BronzeSink(DeltaAppendSink):
     def notes(self) -> dict[str, str]:
         return {uri: value for kind, uri, value in self.side_results if kind == "note"}
 
+    def checksums(self) -> dict[str, str]:
+        """Each file's checksum: from the listing, else the one its parse task took."""
+        taken = {uri: value for kind, uri, value in self.side_results if kind == "checksum"}
+        return {uri: listed or taken[uri] for uri, listed in self.listed.items() if listed or uri in taken}
+
     def commit_metadata(self) -> dict[str, str]:
         rejected = self.rejected()
-        manifest = [[u, self.checksums[u], n] for u, n in sorted(self.file_rows().items()) if u not in rejected]
+        sums = self.checksums()
+        manifest = [[u, sums[u], n] for u, n in sorted(self.file_rows().items()) if u not in rejected]
         return {**self.metadata, "rayapp.files": json.dumps(manifest)}
 
 
@@ -237,8 +253,8 @@ def ingest(
     landing = landing_uri or lake.settings.landing
     lake.check_reachable()
     reconcile_file_ledger(lake, ledger)
-    files, ignored = list_landing(lake, landing)
     known = ledger.known_files()
+    files, ignored = list_landing(lake, landing, {uri for uri, _ in known})
     todo = [
         f for f in files
         if (status := known.get((f.uri, f.checksum))) is None or (retry_rejected and status == "rejected")
@@ -250,7 +266,7 @@ def ingest(
 
     ingested_at = utcnow()
     sink = BronzeSink(lake, run_id, {f.uri: f.checksum for f in todo})
-    items = [{"uri": f.uri, "fmt": f.fmt} for f in todo]
+    items = [{"uri": f.uri, "fmt": f.fmt, "checksum": f.checksum} for f in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         parse_files,
         batch_size=1,
@@ -265,16 +281,16 @@ def ingest(
     )
     ds.write_datasink(sink)
 
-    rows, rejected, notes = sink.file_rows(), sink.rejected(), sink.notes()
+    rows, rejected, notes, sums = sink.file_rows(), sink.rejected(), sink.notes(), sink.checksums()
     result.bronze_version = sink.committed_version
     records: list[FileRecord] = []
     for f in todo:
         if f.uri in rejected:
-            records.append(FileRecord(f.uri, f.checksum, f.size, "rejected", None, rejected[f.uri], run_id, None))
+            records.append(FileRecord(f.uri, sums[f.uri], f.size, "rejected", None, rejected[f.uri], run_id, None))
             result.rejected.append({"file": f.uri, "reason": rejected[f.uri]})
         else:
             n = rows.get(f.uri, 0)
-            records.append(FileRecord(f.uri, f.checksum, f.size, "ingested", n, notes.get(f.uri), run_id, sink.committed_version))
+            records.append(FileRecord(f.uri, sums[f.uri], f.size, "ingested", n, notes.get(f.uri), run_id, sink.committed_version))
             result.rows += n
             if f.uri in notes:
                 result.notes.append({"file": f.uri, "note": notes[f.uri]})

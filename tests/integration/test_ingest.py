@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from jobs import generate as generate_job
 from jobs import ingest as ingest_job
 from rayapp.lake import Lake
 from rayapp.ledger import Ledger
-from rayapp.catalog import BRONZE
+from rayapp.catalog import BRONZE, LEDGER_FILES
 from rayapp.catalog import CONTRACT_COLUMNS
 from rayapp.settings import Settings, load_settings
 from tests.integration import reference
@@ -50,6 +51,9 @@ def test_generate_ingest_is_faithful_and_idempotent(settings: Settings, capsys: 
     extras = bronze.filter(pl.col("_extra").is_not_null())["_extra"].to_list()
     assert extras and all(json.loads(e) for e in extras)
     assert bronze["_batch_id"].n_unique() == 1 and bronze["_source_system"].unique().to_list() == ["landing"]
+    # Each file read once, by its parse task, which took the MD5 of exactly the bytes it parsed.
+    recorded = {r["path"]: r["checksum"] for r in Lake(settings).read(LEDGER_FILES).to_pylist()}
+    assert recorded == {str(p): "md5:" + hashlib.md5(p.read_bytes()).hexdigest() for p in landing.iterdir()}
 
     # Second run: nothing new, no new bronze version.
     assert ingest_job.entrypoint(_args(settings)) == 0
