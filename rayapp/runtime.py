@@ -16,6 +16,26 @@ logger = logging.getLogger(__name__)
 _CHATTY = ("ray.data",)
 
 
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why nothing answers at a ``host:port`` or ``ray://host:port`` Ray address; None when something
+    listens there, or for another form (``auto``: Ray finds the cluster itself)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return f"{address!r} is not host:port"
+    if parts.scheme not in ("tcp", "ray") or not host or not port:
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
+
+
 def ensure_ray(settings: Settings) -> None:
     """Initialise Ray once per process.
 
@@ -34,6 +54,10 @@ def ensure_ray(settings: Settings) -> None:
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     common = {"logging_level": logging.WARNING, "configure_logging": True, "log_to_driver": True,
               "runtime_env": logs.runtime_env_hook()}  # fmt: skip
+    if settings.ray_address and (why := unreachable(settings.ray_address)):
+        # ray.init would retry for many minutes, printing GCS timeouts: say it now, in one line
+        raise RayappError(f"cannot connect to Ray at {settings.ray_address}: {why}; start the cluster (cluster/start-head.sh) "
+                          "or unset RAY_ADDRESS to run on a local instance")  # fmt: skip
     try:
         if settings.ray_address:
             ray.init(address=settings.ray_address, **common)
