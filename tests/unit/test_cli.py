@@ -49,21 +49,24 @@ def test_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch
     assert err == [err[0]] and "RAYAPP_LAKE_URI" in err[0]
 
 
-def test_ray_address_where_nothing_listens_is_one_line_at_once(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path) -> None:
-    """ray.init would retry a dead GCS address for many minutes; the job says so in one line instead."""
+def test_ray_address_where_nothing_listens_is_one_line_at_once(tmp_path: Path) -> None:
+    """ray.init would retry a dead GCS address for many minutes; the job says so in one line instead
+    (its own process: this one may already hold a Ray instance)."""
+    import os
     import socket
+    import subprocess
+    import sys
 
     from rayapp.runtime import unreachable
 
     with socket.socket() as s:  # a port nothing listens on (bound, never listening)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
-        monkeypatch.setenv("RAYAPP_DATA_DIR", str(tmp_path / "data"))
-        assert main(["run", "ingest"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"cannot connect to Ray at 127.0.0.1:{port}: nothing answers" in err[0] and "RAY_ADDRESS" in err[0]
+        env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAYAPP_DATA_DIR": str(tmp_path / "data")}
+        done = subprocess.run([sys.executable, "-m", "rayapp.cli", "run", "ingest"], env=env, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(err) == 1, done.stderr
+    assert f"cannot connect to Ray at 127.0.0.1:{port}: nothing answers" in err[0] and "RAY_ADDRESS" in err[0]
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
