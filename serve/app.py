@@ -8,6 +8,7 @@ The HTTP routes (models and the ``/v1`` consumer API) are the ``Api`` ingress in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Optional
 
@@ -94,22 +95,31 @@ class FraudScorer:
 
 @serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32)
 class EmbedderDeployment:
-    """all-MiniLM-L6-v2 (or ``model``) vectors, 384 dims, unit length."""
+    """all-MiniLM-L6-v2 (or ``model``) vectors, 384 dims, unit length.
+
+    The model runs off the replica's event loop, on two threads: batch chunks one at a time on
+    one, online requests on the other, so an HTTP ``/embed`` is answered while a publish's chunks
+    are being embedded instead of queueing behind them.
+    """
 
     def __init__(self, model: Optional[str] = None, threads: Optional[int] = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.embedder = load_embedder(model, threads=threads)
+        self._batch = ThreadPoolExecutor(1, thread_name_prefix="embed-batch")
+        self._online = ThreadPoolExecutor(1, thread_name_prefix="embed-online")
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.embedder.name, "dim": self.embedder.dim, "device": self.embedder.device}
 
     async def embed_many(self, texts: list[str]) -> np.ndarray:
         """Batch path: a list of texts in, a ``len x dim`` array out."""
-        return self.embedder.embed(texts)
+        return await asyncio.get_running_loop().run_in_executor(self._batch, self.embedder.embed, texts)
 
     @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.01)
     async def embed_online(self, requests: list[list[str]]) -> list[list[list[float]]]:
         flat = [t for texts in requests for t in texts]
-        vecs = self.embedder.embed(flat)
+        vecs = await asyncio.get_running_loop().run_in_executor(self._online, self.embedder.embed, flat)
         out, i = [], 0
         for texts in requests:
             out.append(vecs[i : i + len(texts)].tolist())

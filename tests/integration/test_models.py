@@ -153,6 +153,35 @@ def test_embed(served: str) -> None:
     assert v[0] == pytest.approx(v[2], abs=1e-5) and v[0] != pytest.approx(v[1], abs=1e-3)
 
 
+def test_online_embed_is_answered_while_a_batch_is_embedded(served: str) -> None:
+    """A publish's long batch chunk must not hold up an HTTP /embed: the model runs off the event loop."""
+    import threading
+    import time
+
+    from ray import serve
+
+    from rayapp.serving import EMBEDDER
+
+    texts = [f"payment {i} of {i * 7} at merchant number {i % 97} in the evening, card present, online order" for i in range(1500)]
+    finished: dict[str, float] = {}
+    batch = serve.get_deployment_handle(EMBEDDER, app_name=APP_NAME).embed_many.remote(texts)
+
+    def wait_for_batch() -> None:
+        finished["rows"] = len(batch.result(timeout_s=600))
+        finished["batch"] = time.monotonic()
+
+    waiter = threading.Thread(target=wait_for_batch)
+    waiter.start()
+    time.sleep(1.0)  # the batch chunk is being embedded now (it takes several seconds)
+    assert "batch" not in finished, "the batch finished too soon to tell anything: give it more texts"
+    status, body = _post(f"{served}/embed", {"texts": ["ATM withdrawal"]})
+    finished["online"] = time.monotonic()
+    assert status == 200 and len(body["vectors"]) == 1
+    waiter.join(600)
+    assert finished["rows"] == len(texts)
+    assert finished["online"] < finished["batch"]  # answered during the batch, not after it
+
+
 def test_batch_embedding_through_serve_equals_http(served: str) -> None:
     import ray
     from ray.data import ActorPoolStrategy
