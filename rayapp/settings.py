@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     )
     pinecone_host: str | None = Field(default=None, description="Index data-plane host (default: asked from the control plane).")
 
-    writer_pool_size: int = Field(default=2, ge=1, le=64, description="Writer actors per server-backed store (embedded: 1).")
+    writer_pool_size: int = Field(default=2, ge=1, le=64, description="Writer actors per server-backed store, embedded pgserver included (embedded engines in files: 1).")
     writer_batch_rows: int = Field(default=50_000, ge=1, description="Rows per batch handed to a writer actor.")
     graph_batch_rows: int = Field(
         default=100_000, ge=1, description="Transactions per graph write transaction (Ladybug's commit cost grows with the graph: fewer, larger ones)."

@@ -3,7 +3,9 @@ rebuilt gold partitions and merchant profiles — each shaped as a published dat
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import queue
+import threading
+from typing import Any, Generic, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,6 +15,77 @@ from rayapp.lake import Lake
 from rayapp.publish.changes import Changes, gold_tombstone_keys, rebuilt_days
 from rayapp.publish.routing import slices
 from rayapp.transforms import serving as sv
+
+T = TypeVar("T")
+
+
+class ReadAhead(Generic[T]):
+    """Iterates ``source`` on a thread, at most ``depth`` items ahead of the consumer, so a Ray Data
+    read starts now and runs while the caller sends other datasets. ``ready()`` hands over what
+    has been read without waiting; iterating waits for the rest. An error in ``source`` is raised
+    to the consumer; ``close()`` stops the reading early."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator[T], depth: int = 2) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(source,), name="publish-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Iterator[T]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(_Failed(exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self, item: Any) -> list[T]:
+        if item is self._END:
+            self._done = True
+            return []
+        if isinstance(item, _Failed):
+            self._done = True
+            raise item.error
+        return [item]
+
+    def ready(self) -> Iterator[T]:
+        """The items read so far (none once the source is exhausted)."""
+        while not self._done:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            yield from self._take(item)
+
+    def __iter__(self) -> Iterator[T]:
+        while not self._done:
+            yield from self._take(self._queue.get())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def _silver_block(batch: pa.Table, *, lake: Lake, ids: pa.Array | None, latest: pa.Table | None) -> Iterator[pa.Table]:

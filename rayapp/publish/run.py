@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow.parquet as pq
 
@@ -28,7 +28,7 @@ from rayapp.lake import Lake
 from rayapp.ledger import DeadLetter, Ledger, StageResult
 from rayapp.publish.changes import Changes, find_changes, store_watermark, watermark_stage
 from rayapp.publish.embedding import EmbedStats, VectorFeed
-from rayapp.publish.readers import gold_rows, merchant_profile_rows, prediction_batches, tombstone_batches, transaction_batches
+from rayapp.publish.readers import ReadAhead, gold_rows, merchant_profile_rows, prediction_batches, tombstone_batches, transaction_batches
 from rayapp.publish.routing import Router
 from rayapp.progress import Progress
 from rayapp.publish.writers import Fanout, StoreTally, start_writers, stop_writers
@@ -122,19 +122,22 @@ def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded
     vectors = router.wants(Dataset.TRANSACTION_VECTORS)
     rows_read = 0
     gone = tombstone_batches(ch)
-    try:
-        for batch in transaction_batches(lake, ch, settings.writer_batch_rows):
+    # Ray Data reads silver on a thread from now on; predictions and gold, read here, go to the
+    # writers meanwhile, and transaction batches are routed as soon as they are read.
+    silver = ReadAhead(transaction_batches(lake, ch, settings.writer_batch_rows))
+
+    def transactions(batches: Iterable[Any]) -> None:
+        nonlocal rows_read
+        for batch in batches:
             rows_read += batch.num_rows
             router.send(Dataset.TRANSACTIONS, batch)
             if vectors:
                 feed.add(Dataset.TRANSACTION_VECTORS, sv.transaction_vector_rows(batch, settings.vector_min_score, with_deletes=ch.since is not None))
-        if Dataset.TRANSACTIONS in gone:
-            router.send(Dataset.TRANSACTIONS, gone[Dataset.TRANSACTIONS])
-            if vectors:
-                feed.add(Dataset.TRANSACTION_VECTORS, sv.transaction_vector_rows(gone[Dataset.TRANSACTIONS], settings.vector_min_score, with_deletes=True))
-        router.flush(Dataset.TRANSACTIONS)
+
+    try:
         for batch in prediction_batches(lake, ch, settings.writer_batch_rows):
             router.send(Dataset.PREDICTIONS, sv.live(batch))
+            transactions(silver.ready())
         if Dataset.PREDICTIONS in gone:
             router.send(Dataset.PREDICTIONS, gone[Dataset.PREDICTIONS])
         router.flush(Dataset.PREDICTIONS)
@@ -147,10 +150,18 @@ def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded
             if rows is not None and router.wants(dataset):
                 router.send(dataset, rows)
                 router.flush(dataset)
+            transactions(silver.ready())
+        transactions(silver)  # the rest, as it is read
+        if Dataset.TRANSACTIONS in gone:
+            router.send(Dataset.TRANSACTIONS, gone[Dataset.TRANSACTIONS])
+            if vectors:
+                feed.add(Dataset.TRANSACTION_VECTORS, sv.transaction_vector_rows(gone[Dataset.TRANSACTIONS], settings.vector_min_score, with_deletes=True))
+        router.flush(Dataset.TRANSACTIONS)
         if router.wants(Dataset.MERCHANT_VECTORS):
             feed.add(Dataset.MERCHANT_VECTORS, merchant_profile_rows(lake, ch, rebuilt_merchants))
         embedded.add(feed.close())
     finally:
+        silver.close()
         feed.abort()
     return rows_read
 

@@ -115,6 +115,9 @@ class StoreSpec(Generic[O]):
     order: int = 100
     #: What ``reconcile`` compares (:data:`rayapp.sinks.views.VIEWS` names; default: the datasets).
     views: tuple[str, ...] = ()
+    #: The embedded engine is a server process that other processes connect to (pgserver), so it
+    #: takes a pool of writers like a server; otherwise one writer process owns the files.
+    embedded_server: bool = False
 
     def view_names(self) -> tuple[str, ...]:
         return self.views or tuple(d.value for d in self.datasets)
@@ -131,7 +134,7 @@ class StoreSpec(Generic[O]):
         return urlsplit(url).scheme in self.embedded_schemes
 
     def single_writer(self, url: str) -> bool:
-        return self.is_embedded(url)
+        return self.is_embedded(url) and not self.embedded_server
 
     def batch_rows(self, settings: Settings) -> int:
         return int(getattr(self.options(settings), "batch_rows"))

@@ -325,5 +325,5 @@ class PostgresSink(StoreSink[BatchOptions]):
 STORE = StoreSpec(
     name="postgres", setting="postgres_url", schemes=("postgresql", "postgresql+psycopg", "postgres", "pgserver"),
     embedded_schemes=("pgserver",), default_dir="postgres", datasets=DATASETS, sink=PostgresSink,
-    options=BatchOptions.from_settings, order=10,
+    options=BatchOptions.from_settings, order=10, embedded_server=True,
 )  # fmt: skip
