@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     writer_retries: int = Field(default=5, ge=1, description="Attempts per batch before it goes to the dead-letter queue.")
     writer_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles, with jitter).")
     writer_backoff_max_s: float = Field(default=20.0, ge=0, description="Longest retry delay.")
+    features_one_task_rows: int = Field(
+        default=2_000_000, ge=0,
+        description="Silver tables up to this many rows get their fraud features in one Ray task (~1.2 GB per million rows); larger ones in key-partitioned passes through staging.",
+    )  # fmt: skip
     reconcile_range_rows: int = Field(default=500_000, ge=1, description="Lake rows per key range `reconcile` compares at a time (bounds its memory).")
     writer_breaker_cooldown_s: float = Field(default=30.0, ge=0, description="After 3 failed batches in a row a writer sends batches straight to the DLQ for this long, then tries one again.")
     writer_cpus: float = Field(default=0.1, gt=0, description="CPUs reserved per writer actor.")

@@ -1,4 +1,9 @@
-"""Fraud features for silver rows on Ray Data: three key-partitioned passes through staging.
+"""Fraud features for silver rows on Ray Data.
+
+A silver table of up to ``features_one_task_rows`` rows is read and featured in one task (all
+passes on one frame: :func:`rayapp.models.features.all_features`), which at a million rows takes
+a third of the time of the staged plan. A larger one takes three key-partitioned passes through
+staging, so no process holds the whole table:
 
 pass 0 (one task per silver file)  split rows by hash(account_id)
 pass 1 (one task per partition)    account features, split by hash(device_id)
@@ -63,6 +68,23 @@ def _pass(batch: pa.Table, *, lake: Lake, staging: str, partitions: int, stage: 
     return pa.table({"rows": [n]})
 
 
+def _one_task(batch: pa.Table, *, lake: Lake, categories: list[str], slice_rows: int) -> Iterator[pa.Table]:
+    """Every silver file of a small table, featured on one frame, handed on in slices."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    frames = []
+    for file_uri in batch["path"].to_pylist():
+        fs, path = lake.arrow_fs(file_uri)
+        frames.append(fx.prepare(pq.read_table(path, filesystem=fs, columns=list(fx.INPUT_COLUMNS))))
+    if not frames:
+        return
+    df = fx.all_features(pl.concat(frames), categories)
+    out = df.select(["transaction_id", "event_time", "is_fraud", *fx.FEATURES]).to_arrow()
+    for start in range(0, out.num_rows, slice_rows):
+        yield out.slice(start, slice_rows)
+
+
 def _read_partition(lake: Lake, dir_uri: str, pid: int) -> pa.Table | None:
     t = read_ipc_dir(lake, f"{dir_uri}/p={pid:04d}")
     return t if t.num_rows else None
@@ -110,6 +132,8 @@ def build_features(
     """Compute features for every silver row (as of ``version``) on Ray Data.
 
     Args:
+        partitions: key partitions of the staged plan (default: one per 400k rows); given, the
+            staged plan runs whatever the table's size.
         task_cpus: CPUs each task asks for; less than 1 lets the passes share a small cluster with
             Serve replicas without waiting forever for a whole free CPU.
 
@@ -122,8 +146,15 @@ def build_features(
     dt = lake.open(SILVER, version)
     files = dt.file_uris()
     rows = lake.rows(SILVER, version)
-    parts = partitions or max(2, min(64, math.ceil(rows / 400_000)))
     staging = lake.path("_staging", f"features-{run_id}")
+    if partitions is None and rows <= lake.settings.features_one_task_rows:
+        ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=1).map_batches(
+            _one_task, batch_size=None, batch_format="pyarrow", num_cpus=task_cpus,
+            fn_kwargs={"lake": lake, "categories": categories, "slice_rows": 100_000},
+        )  # fmt: skip
+        logger.info("features for %d silver rows in one task (%s)", rows, json.dumps({"version": dt.version()}))
+        return FeatureRun(lake, staging, ds, rows, dt.version())
+    parts = partitions or max(2, min(64, math.ceil(rows / 400_000)))
     items = [{"pid": p} for p in range(parts)]
     try:
         if files:

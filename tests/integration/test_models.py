@@ -61,6 +61,35 @@ def test_training_learns_fraud(lake_with_model: Settings) -> None:
     assert not {"status", "is_fraud", "updated_at"} & set(saved["features"])  # known only after the payment
 
 
+def test_features_in_one_task_equal_the_staged_passes(lake_with_model: Settings) -> None:
+    """A small silver table is featured in one task; the key-partitioned plan must give the same rows."""
+    import os
+
+    import pyarrow as pa
+
+    from rayapp.models.features import FEATURES
+    from rayapp.pipelines.features import build_features, categories_of
+
+    lake = Lake(lake_with_model)
+    assert lake.rows(SILVER) <= lake_with_model.features_one_task_rows
+    categories = categories_of(lake)
+
+    def rows(run: Any) -> pa.Table:
+        try:
+            return pa.concat_tables(list(run.dataset.iter_batches(batch_format="pyarrow", batch_size=None))).sort_by("transaction_id")
+        finally:
+            run.cleanup()
+
+    one = build_features(lake, "t-one-task", categories)
+    staged = build_features(lake, "t-staged", categories, partitions=3)
+    assert os.path.isdir(staged.staging) and not os.path.exists(one.staging)  # the plans differ
+    a, b = rows(one), rows(staged)
+    assert a.num_rows == b.num_rows == lake.open(SILVER).count()
+    assert a.column_names == b.column_names == ["transaction_id", "event_time", "is_fraud", *FEATURES]
+    for name in a.column_names:
+        assert a[name].equals(b[name]), name
+
+
 def test_serve_on_a_taken_port_says_so(lake_with_model: Settings) -> None:
     import socket
 
