@@ -6,11 +6,15 @@ other clusters and other people's jobs included. A cluster is found here by its 
 dashboards, agents, log monitors), and all their descendants (the workers and actors).
 
 Usage: ``python -m rayapp.tools.raynodes stop --port 6379`` (what ``cluster/stop.sh`` runs).
+Like ``ray stop``, it then removes Ray's note of the current cluster (``/tmp/ray/ray_current_cluster``)
+when it names the stopped one: otherwise a later ``ray.init()`` or ``ray status`` without an
+address would try to reach the dead cluster for minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -54,6 +58,25 @@ def stop(port: int, timeout_s: float = 15.0) -> int:
     return len(procs)
 
 
+def forget_address(port: int, temp_dir: str | None = None) -> bool:
+    """Remove Ray's ``ray_current_cluster`` file if it names a cluster on GCS ``port``; whether it did."""
+    from ray._common.utils import get_ray_address_file
+
+    path = get_ray_address_file(temp_dir)
+    try:
+        with open(path) as f:
+            address = f.read().strip()
+    except OSError:
+        return False
+    if not address.endswith(f":{port}"):
+        return False  # another cluster's note: not ours to touch
+    try:
+        os.remove(path)
+    except OSError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rayapp.tools.raynodes", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -62,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     n = stop(args.port)
+    forget_address(args.port)
     print(f"stopped {n} process(es) of the Ray cluster on GCS port {args.port} in {time.monotonic() - t0:.1f}s")
     return 0
 
