@@ -80,7 +80,7 @@ class ReadAhead(Generic[T]):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        self._thread.join(timeout=10)  # a read in progress finishes first; the thread is a daemon
 
 
 class _Failed:
