@@ -23,6 +23,14 @@ def csv_ready(table: pa.Table) -> pa.Table:
     return pa.table(cols, names=table.column_names)
 
 
+def csv_bytes(table: pa.Table) -> memoryview:
+    """``table`` as ``COPY … FROM STDIN (FORMAT csv)`` reads it. Strings are always quoted, so ""
+    stays an empty string and an unquoted empty field is NULL."""
+    buf = io.BytesIO()
+    pcsv.write_csv(csv_ready(table), buf, pcsv.WriteOptions(include_header=False))
+    return buf.getbuffer()
+
+
 def read_csv(data: bytes, schema: pa.Schema) -> pa.Table:
     """Rows PostgreSQL's ``COPY … TO STDOUT (FORMAT csv)`` wrote (ISO dates, UTC offsets, ``t``/``f``,
     NULL unquoted and empty, "" an empty string) as ``schema``: Arrow's parser, no Python per row."""

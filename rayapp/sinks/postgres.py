@@ -1,8 +1,9 @@
 """PostgreSQL sink: versioned SQL migrations, then COPY into a staging table and one
 ``INSERT … ON CONFLICT … DO UPDATE`` per block that only replaces rows with newer ``_version``.
-A first load (the table and its tombstones empty when the writer starts on it) COPYs blocks
-straight into the table; the first key it already holds sends that block, and the rest, back
-to the upsert.
+While a table has no tombstones, a block is COPYd straight into it (binary where the column
+types fit) under a savepoint: rows whose keys it does not hold are exactly what the upsert would
+insert. The first key it already holds sends that block, and the writer's later ones, back to
+the upsert.
 
 URLs: ``postgresql://user:pass@host:5432/db`` (any server), or ``pgserver:///path`` — an
 embedded PostgreSQL 16 (the ``pgserver`` package) whose data directory is ``path``; it is
@@ -21,7 +22,8 @@ import pyarrow as pa
 
 from rayapp.catalog import TABLE_DATASETS, Dataset, dataset_schema
 from rayapp.sinks.base import KEYS, BatchOptions, SinkError, StoreSink, StoreSpec, conform, is_repair, split_deleted
-from rayapp.sinks.pg_csv import csv_ready, read_csv
+from rayapp.sinks.pg_binary import COLUMN_TYPES_SQL, binary_fits, encode_binary
+from rayapp.sinks.pg_csv import csv_bytes, read_csv
 from rayapp.sinks.views import VIEWS
 from rayapp.urls import url_path
 
@@ -127,7 +129,8 @@ class PostgresSink(StoreSink[BatchOptions]):
     datasets = DATASETS
     _engine: Any = None
     _server: Any = None
-    _fresh_tables: dict[Dataset, bool] | None = None  # per table: a first load (see _fresh)
+    _fresh_tables: dict[Dataset, bool] | None = None  # per table: COPY straight in (see _fresh)
+    _binary_tables: dict[str, bool] | None = None  # per table: COPY in binary (see _binary_fits)
 
     def _connect(self, pool_size: int = 1) -> None:
         from sqlalchemy import create_engine
@@ -202,11 +205,13 @@ class PostgresSink(StoreSink[BatchOptions]):
         return block.num_rows
 
     def _fresh(self, cur: Any, dataset: Dataset) -> bool:
-        """Whether ``dataset``'s table and its tombstones were empty when this writer first wrote to it
-        (a first load): asked once per writer, dropped at the first key conflict or delete."""
+        """Whether ``dataset``'s blocks go straight into its table: its tombstones were empty when this
+        writer first wrote to it (asked once per writer), and no key conflict or delete happened since.
+        Rows the table holds already do not matter (another writer's first blocks of the same load):
+        a held key fails the COPY, and that block takes the upsert."""
         fresh = self._freshness()
         if dataset not in fresh:
-            cur.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {dataset.value}) AND NOT EXISTS (SELECT 1 FROM {dataset.value}_tombstones)")
+            cur.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {dataset.value}_tombstones)")
             fresh[dataset] = bool(cur.fetchone()[0])
         return fresh[dataset]
 
@@ -216,8 +221,8 @@ class PostgresSink(StoreSink[BatchOptions]):
         return self._fresh_tables
 
     def _copy_direct(self, conn: Any, cur: Any, dataset: Dataset, live: pa.Table) -> int:
-        """First load: COPY straight into the table, under a savepoint. A key the table already holds
-        (a block with two versions of a key, another writer's row) rolls the COPY back and returns 0:
+        """COPY straight into the table, under a savepoint. A key the table already holds (a block with
+        two versions of a key, a row of an earlier run or of another writer) rolls the COPY back and returns 0:
         the block then takes the version-guarded upsert, so the outcome is the same either way."""
         import psycopg
 
@@ -231,16 +236,26 @@ class PostgresSink(StoreSink[BatchOptions]):
             return 0
 
     def _copy(self, cur: Any, table: str, rows: pa.Table) -> None:
-        """COPY ``rows`` into ``table`` as CSV, in chunks of the batch size."""
-        import pyarrow.csv as pcsv
-
+        """COPY ``rows`` into ``table`` in chunks of the batch size: in binary where every column's
+        type fits its encoding (see pg_binary), else as CSV."""
         cols = ", ".join(rows.column_names)
+        binary = self._binary_fits(cur, table, rows.schema)
         for start in range(0, rows.num_rows, self.options.batch_rows):
-            buf = io.BytesIO()
-            # Strings are always quoted, so "" stays an empty string and an unquoted empty field is NULL.
-            pcsv.write_csv(csv_ready(rows.slice(start, self.options.batch_rows)), buf, pcsv.WriteOptions(include_header=False))
-            with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-                copy.write(buf.getbuffer())
+            part = rows.slice(start, self.options.batch_rows)
+            data = encode_binary(part) if binary else csv_bytes(part)
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT {'binary' if binary else 'csv'})") as copy:
+                copy.write(data)
+
+    def _binary_fits(self, cur: Any, table: str, schema: pa.Schema) -> bool:
+        """Whether ``table`` takes ``schema`` in binary; its column types are asked once per writer."""
+        if self._binary_tables is None:
+            self._binary_tables = {}
+        if table not in self._binary_tables:
+            cur.execute(COLUMN_TYPES_SQL, (table,))
+            self._binary_tables[table] = binary_fits(schema, dict(cur.fetchall()))
+            if not self._binary_tables[table]:
+                logger.info("postgres %s: a column's type differs from what binary COPY encodes; writing CSV", table)
+        return self._binary_tables[table]
 
     def scan(self, view: str, lo: str, hi: str) -> pa.Table:
         """The view's rows with its first key in ``[lo, hi)`` (code point order), read by one COPY."""

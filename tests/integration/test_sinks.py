@@ -98,6 +98,43 @@ def test_postgres_keeps_empty_strings_and_quotes_and_scans_them_back(tmp_path: P
         sink.close()
 
 
+def test_postgres_binary_copy_equals_csv_and_a_changed_column_type_takes_csv(tmp_path: Path) -> None:
+    import psycopg
+
+    from rayapp.sinks.postgres import sqlalchemy_url
+
+    binary, text = make_sink("postgres", f"pgserver://{tmp_path / 'binary'}"), make_sink("postgres", f"pgserver://{tmp_path / 'text'}")
+    first = txn_block(IDS)
+    first = first.set_column(first.schema.get_field_index("description"), "description", pa.array(["", 'a "b", c\nd', None, "ünï", "\\N", "x"]))
+    newer = txn_block(IDS[2:], amount="12345678.99", status="reversed", version=T0 + timedelta(hours=1), score=None)
+    try:
+        text.on_write_start()
+        text._binary_tables = {"transactions": False, "_stage_transactions": False}  # this writer sends CSV
+        for sink in (binary, text):
+            sink.write(Dataset.TRANSACTIONS, first)  # first load: straight into the table
+            sink.write(Dataset.TRANSACTIONS, newer)  # through the staging table
+        assert binary._binary_tables == {"transactions": True, "_stage_transactions": True}
+
+        def everything(sink: Any) -> list[tuple[Any, ...]]:
+            with psycopg.connect(sqlalchemy_url(sink.url).replace("postgresql+psycopg", "postgresql")) as conn:
+                return conn.execute("SELECT * FROM transactions ORDER BY transaction_id").fetchall()
+
+        got = everything(binary)
+        assert got == everything(text) and len(got) == 6
+        assert [r[12] for r in got[:2]] == ["", 'a "b", c\nd'] and got[2][5] == Decimal("12345678.99") and got[2][18] is None
+
+        # A user's migration made predictions.fraud_score a real: binary float8 would not fit, CSV does.
+        with psycopg.connect(sqlalchemy_url(binary.url).replace("postgresql+psycopg", "postgresql")) as conn:
+            conn.execute("ALTER TABLE predictions ALTER COLUMN fraud_score TYPE real")
+        binary.write(Dataset.PREDICTIONS, txn_block(IDS[:2], score=0.75).select(dataset_schema(Dataset.PREDICTIONS).names))
+        assert binary._binary_tables["predictions"] is False
+        with psycopg.connect(sqlalchemy_url(binary.url).replace("postgresql+psycopg", "postgresql")) as conn:
+            assert conn.execute("SELECT transaction_id, fraud_score FROM predictions ORDER BY 1").fetchall() == [("TX000", 0.75), ("TX001", 0.75)]
+    finally:
+        binary.close()
+        text.close()
+
+
 def _pg_rows(sink: Any) -> list[tuple[Any, ...]]:
     import psycopg
 
@@ -107,12 +144,13 @@ def _pg_rows(sink: Any) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT transaction_id, amount, status, _version FROM transactions ORDER BY 1").fetchall()
 
 
-def test_postgres_first_load_copies_directly_and_falls_back_on_a_held_key(tmp_path: Path) -> None:
+def test_postgres_copies_straight_in_without_tombstones_and_falls_back_on_a_held_key(tmp_path: Path) -> None:
     later = T0 + timedelta(hours=1)
     twice = pa.concat_tables([txn_block(IDS[:2], amount="1.00", version=later), txn_block(IDS[:2], amount="2.00")])  # two versions of a key
     blocks = [twice, txn_block(IDS[2:4]), txn_block(IDS[4:], amount="5.00", version=later)]
     direct, upsert = make_sink("postgres", f"pgserver://{tmp_path / 'direct'}"), make_sink("postgres", f"pgserver://{tmp_path / 'upsert'}")
-    other = make_sink("postgres", f"pgserver://{tmp_path / 'direct'}")  # a second writer actor on the same server
+    # more writer actors on the same server
+    other, late, after = (make_sink("postgres", f"pgserver://{tmp_path / 'direct'}") for _ in range(3))
     try:
         upsert.on_write_start()
         for ds in Dataset:
@@ -126,15 +164,21 @@ def test_postgres_first_load_copies_directly_and_falls_back_on_a_held_key(tmp_pa
         assert direct.write(Dataset.TRANSACTIONS, twice) == 4 and direct._freshness()[Dataset.TRANSACTIONS] is False
         direct._freshness()[Dataset.TRANSACTIONS] = True  # as if no conflict had happened: the next block goes in by COPY
         direct.write(Dataset.TRANSACTIONS, blocks[1])
-        # Another writer found the table empty before these rows arrived: its COPY meets held keys and
-        # falls back, so an older version never replaces a newer one and a newer one does.
-        other.on_write_start()
-        other._freshness()[Dataset.TRANSACTIONS] = True
+        # Another writer finds rows but no tombstones: it COPYs too, meets a held key and falls back,
+        # so an older version never replaces a newer one and a newer one does.
         other.write(Dataset.TRANSACTIONS, pa.concat_tables([txn_block(IDS[:1], amount="0.10", version=T0 - timedelta(hours=1)), blocks[2]]))
         assert other._freshness()[Dataset.TRANSACTIONS] is False
         assert _pg_rows(direct) == expected
+        # New keys go straight in beside an earlier run's rows; once tombstones exist, a writer upserts.
+        late.write(Dataset.TRANSACTIONS, txn_block(["TX006", "TX007"], amount="6.00"))
+        assert late._freshness()[Dataset.TRANSACTIONS] is True
+        gone = txn_block(["TX007"], version=later)
+        late.write(Dataset.TRANSACTIONS, gone.set_column(gone.schema.get_field_index("_deleted"), "_deleted", pa.array([True])))
+        after.write(Dataset.TRANSACTIONS, txn_block(["TX007", "TX008"], amount="8.00"))  # TX007 older than its tombstone
+        assert after._freshness()[Dataset.TRANSACTIONS] is False
+        assert [(r[0], str(r[1])) for r in _pg_rows(direct)[6:]] == [("TX006", "6.00"), ("TX008", "8.00")]
     finally:
-        for sink in (direct, upsert, other):
+        for sink in (direct, upsert, other, late, after):
             sink.close()
 
 

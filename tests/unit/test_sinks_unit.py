@@ -118,6 +118,23 @@ def test_postgres_upsert_sql_guards_versions() -> None:
     assert "DISTINCT ON (transaction_id, model_version)" in sql
 
 
+def test_postgres_binary_copy_only_where_every_column_type_fits() -> None:
+    from rayapp.sinks.pg_binary import binary_fits
+
+    schema = dataset_schema(Dataset.PREDICTIONS)
+    declared = {"transaction_id": "text", "model_version": "text", "fraud_score": "double precision", "is_fraud_pred": "boolean",
+                "scored_at": "timestamp with time zone", "_version": "timestamp with time zone", "_deleted": "boolean"}  # fmt: skip
+    assert binary_fits(schema, declared)
+    assert binary_fits(schema, {**declared, "model_version": "character varying(40)"})  # text's binary input is the same
+    assert not binary_fits(schema, {**declared, "fraud_score": "real"})  # float8 bytes are no float4
+    assert not binary_fits(schema, {**declared, "scored_at": "timestamp without time zone"})
+    assert not binary_fits(schema, {k: v for k, v in declared.items() if k != "scored_at"})  # a column the table lacks
+    gold = dataset_schema(Dataset.DAILY_ACCOUNT_ACTIVITY)
+    some = pa.schema([gold.field(n) for n in ("total_amount", "activity_date", "txn_count")])
+    assert binary_fits(some, {"total_amount": "numeric(18,2)", "activity_date": "date", "txn_count": "bigint"})
+    assert not binary_fits(some, {"total_amount": "numeric(18,2)", "activity_date": "date", "txn_count": "integer"})
+
+
 def test_clickhouse_ddl_uses_replacing_merge_tree_on_the_key() -> None:
     from rayapp.sinks.clickhouse import ddl
 
