@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from rayapp.lake import Lake
 from rayapp.ledger import Ledger, new_run_id, utcnow
+from rayapp.serving import APP_NAME, serve_app_running
 from rayapp.settings import Settings
 from rayapp.tools.bench_timing import StageTiming, timed
 
@@ -64,8 +65,13 @@ def run_benchmark(
     scratch = settings.model_copy(
         update={"data_dir": work, "lake_uri": str(work / "lake"), "landing_uri": str(work / "lake" / "landing")}
     )
-    with MemoryWatch(work) as watch:
-        timings, api, lake = _stages(scratch, rows, files, seed, deploy_models, embed_texts, sinks, api_requests, lake_only)
+    ours = deploy_models is not None and not lake_only and not serve_app_running()
+    try:
+        with MemoryWatch(work) as watch:
+            timings, api, lake = _stages(scratch, rows, files, seed, deploy_models, embed_texts, sinks, api_requests, lake_only)
+    finally:
+        if ours:  # the app serves the scratch lake, removed below: leave the cluster as it was found
+            _remove_serve_app()
     by = {s.stage: s for s in timings}
     report = {
         "at": utcnow().isoformat(),
@@ -94,6 +100,19 @@ def run_benchmark(
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _remove_serve_app() -> None:
+    """Delete the Serve application the benchmark deployed, and Serve itself when nothing else runs
+    on it: its replicas hold CPUs that a later run's Ray Data tasks would wait for."""
+    from ray import serve
+
+    try:
+        serve.delete(APP_NAME)
+        if not serve.status().applications:
+            serve.shutdown()
+    except Exception as exc:  # noqa: BLE001 - the report is written either way
+        logger.warning("could not remove the benchmark's Serve application: %s", exc)
 
 
 LANDING_TO_POSTGRES = ("ingest", "bronze_to_silver", "silver_to_gold", "score_inline", "publish_postgres")
