@@ -135,6 +135,63 @@ def test_timestamps(text: str | None, expected: datetime | None) -> None:
     assert tx.parse_timestamp(pa.array([text], pa.string())).to_pylist() == [expected]
 
 
+def _timestamp_texts(rng: random.Random, n: int) -> list[str | None]:
+    """Texts of every shape the parser meets: the four common ones, and fractions, ``+hhmm``/``+hh``
+    offsets, lower-case ``t``/``z``, dates alone, out-of-range fields, padding, garbage, nulls."""
+    out: list[str | None] = []
+    for _ in range(n):
+        def field(lo: int, hi: int, bad: int) -> int:  # mostly in range, sometimes just past it
+            return rng.randint(lo, hi) if rng.random() < 0.95 else bad
+
+        y, mo, d = rng.randint(1969, 2100), field(1, 12, rng.choice([0, 13])), field(1, 31, rng.choice([0, 32]))
+        h, mi, sec = field(0, 23, 24), field(0, 59, 60), field(0, 59, 60)
+        text = f"{y:04d}-{mo:02d}-{d:02d}" + rng.choice("TT T t") + f"{h:02d}:{mi:02d}:{sec:02d}"
+        text += rng.choice(["", "", "", "", ".5", ".123456789", ",25"])
+        oh, om = field(0, 14, 15), rng.choice([0, 30, 45, 45, 60])
+        text += rng.choice(["", "Z", "Z", "z", f"+{oh:02d}:{om:02d}", f"-{oh:02d}:{om:02d}", f"+{oh:02d}{om:02d}", f"-{oh:02d}"])
+        out.append(rng.choice([text] * 12 + [f" {text} ", text[:10], text[:16], "not-a-date", "", None]))
+    return out
+
+
+def _impossible(text: str | None) -> bool:
+    """A text of a common shape that names no real date (30 February): Arrow refuses it outright."""
+    import re
+
+    from rayapp.transforms.timestamps import _NAIVE, _ZONED
+
+    t = (text or "").strip()
+    if not (re.match(_ZONED, t) or re.match(_NAIVE, t)):
+        return False
+    try:
+        datetime.strptime(t[:10], "%Y-%m-%d")
+    except ValueError:
+        return True
+    return False
+
+
+def test_timestamp_fast_path_equals_the_general_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    import pyarrow.compute as pc
+
+    from rayapp.transforms import timestamps
+
+    texts = [t for t in _timestamp_texts(random.Random(11), 20_000) if not _impossible(t)]
+    general = timestamps._parse_iso
+    seen: list[int] = []
+    monkeypatch.setattr(timestamps, "_parse_iso", lambda text: seen.append(len(text)) or general(text))
+    arr = pa.array(texts, pa.string())
+    want = general(pc.utf8_trim_whitespace(arr))
+    assert timestamps.parse_timestamp(arr).equals(want)
+    common = sum(1 for t in texts if t is not None and (re.match(timestamps._ZONED, t.strip()) or re.match(timestamps._NAIVE, t.strip())))
+    assert common > 2000 and seen == [len(texts) - common]  # the common shapes went through Arrow's parser, only the rest the regex path
+    assert 0 < want.null_count < len(texts) / 2
+    # A common shape that is no real date: the whole array takes the general path, and that row is null.
+    impossible = pa.array(["2025-02-30T00:00:00Z", *texts[:1000]], pa.string())
+    got = timestamps.parse_timestamp(impossible)
+    assert got.equals(general(pc.utf8_trim_whitespace(impossible))) and got[0].as_py() is None and seen[-1] == 1001
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("12.5", "12.50"), (" 7 ", "7.00"), ("+3", "3.00"), ("0.005", "0.01"), ("12.345", "12.35"), ("1e2", "100.00"),
