@@ -120,7 +120,12 @@ def silver_to_gold(lake: Lake, ledger: Ledger, run_id: str, *, full_refresh: boo
         result.counts = {"dates": 0, "rows_written": 0}
         ledger.advance(STAGE, result.versions_read, run_id)
         return result
-    chunk = max(1, math.ceil(len(days) / 16))
+    # Silver is not laid out by date, so every task reads all of it (five columns) and keeps its
+    # dates: as many tasks as CPUs while silver is small; more, up to 16, only to bound a task's
+    # share of a large table (~8M rows each).
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    tasks = min(len(days), 16, max(cpus, math.ceil(lake.rows(SILVER, version) / 8_000_000)))
+    chunk = math.ceil(len(days) / tasks)
     ds = ray.data.from_items([{"day": d.isoformat()} for d in days], override_num_blocks=math.ceil(len(days) / chunk))
     write_id = uuid.uuid4().hex[:12]
     files = ds.map_batches(
