@@ -275,6 +275,8 @@ def conform(dataset: Dataset, block: pa.Table) -> pa.Table:
 
 
 def split_deleted(block: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """``(live rows, tombstones)`` of a conformed block."""
+    """``(live rows, tombstones)`` of a conformed block (no filter pass over a block without tombstones)."""
     deleted = block["_deleted"]
+    if not pc.any(deleted).as_py():
+        return block, block.slice(0, 0)
     return block.filter(pc.invert(deleted)), block.filter(deleted)

@@ -28,7 +28,7 @@ from rayapp.sinks.graph_cypher import (  # noqa: F401 (the statements are part o
     DELETE_PAID_JOIN,
     CREATE_PAID, MERGE_PAID, FIND_USED, MERGE_USED, FIND_TOMBSTONES, MERGE_TOMBSTONES, DELETE_TOMBSTONES, FIND_ACCOUNT_PAID,
     SET_USED, DELETE_USED, DELETE_ORPHAN_ACCOUNTS, DELETE_ORPHAN_MERCHANTS, DELETE_ORPHAN_DEVICES, SCAN_PAID, SCAN_USED,
-    LOCK_ACCOUNTS, LADYBUG_SCHEMA, NEO4J_SCHEMA, INDEXES, COUNTS, IDS,
+    LOCK_ACCOUNTS, LADYBUG_SCHEMA, NEO4J_SCHEMA, INDEXES, COUNTS, COUNT_TOMBSTONES, IDS,
 )
 from rayapp.sinks.graph_engines import LadybugEngine, Neo4jEngine
 from rayapp.sinks.graph_plan import (ACCOUNT_PAID, ENDPOINTS, PAID_HELD, TOMBSTONES_HELD, USED_HELD, GraphRows, exact_used, graph_rows,
@@ -82,17 +82,17 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     everything = pa.concat_tables([rows.paid.select(["transaction_id", "account_id"]), gone.select(["transaction_id", "account_id"])])
     if everything.num_rows == 0:
         return
-    held = _lock(tx, everything)
-    ids = everything["transaction_id"].unique().to_pylist()
+    held = PAID_HELD.empty_table() if _holds_none(tx, COUNTS["PAID"]) else _lock(tx, everything)
+    ids = everything["transaction_id"].unique()
     removed = [held.slice(0, 0)]
     paid = rows.paid
     if repair:
         tx.run(delete_paid, tx.records(held.select(ENDPOINTS)))
-        tx.run(DELETE_TOMBSTONES, ids)
+        tx.run(DELETE_TOMBSTONES, ids.to_pylist())
         removed.append(held)
         held = held.slice(0, 0)
     else:
-        marks = tx.table(FIND_TOMBSTONES, ids, TOMBSTONES_HELD)
+        marks = TOMBSTONES_HELD.empty_table() if _holds_none(tx, COUNT_TOMBSTONES) else tx.table(FIND_TOMBSTONES, ids.to_pylist(), TOMBSTONES_HELD)
         if gone.num_rows:
             latest = newest(gone.select(["transaction_id", "version"]))
             fresh = latest.filter(pc.invert(not_older_than(latest, marks, strictly=False)))
@@ -122,6 +122,13 @@ def write_graph(tx: Any, rows: GraphRows, gone: pa.Table, repair: bool = False) 
     _after_removals(tx, pa.concat_tables(removed), gone, rows if repair else None)
 
 
+def _holds_none(tx: Any, count: str) -> bool:
+    """Whether a graph with one writer (embedded) holds nothing ``count`` counts: then looking up a
+    block's ids in it (a scan of the relationship table per lookup) is skipped. A server with
+    concurrent writers is always asked per id, under its locks."""
+    return not tx.concurrent and tx.scalar(count) == 0
+
+
 def _pair_keys(t: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(t["account_id"], t["device_id"], "\x1f")
 
@@ -130,7 +137,7 @@ def _copy_new_nodes(tx: Any, label: str, find: str, nodes: pa.Table) -> None:
     """COPY the key-only nodes of ``nodes`` (column ``id``) that the graph does not hold yet."""
     if nodes.num_rows == 0:
         return
-    held = tx.table(find, nodes["id"].to_pylist(), IDS)
+    held = IDS.empty_table() if _holds_none(tx, COUNTS[label]) else tx.table(find, nodes["id"].to_pylist(), IDS)
     tx.copy(label, nodes.filter(pc.invert(pc.is_in(nodes["id"], held["id"]))))
 
 

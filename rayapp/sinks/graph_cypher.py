@@ -114,6 +114,7 @@ NEO4J_SCHEMA = (
 #: What the schema means on a server without Neo4j's constraint DDL (FalkorDB): exact-match indexes
 #: (FalkorDB runs one write query at a time per graph, so MERGE cannot create a key twice).
 INDEXES = (("Account", "id"), ("Merchant", "id"), ("Device", "id"), ("PaidTombstone", "transaction_id"))
+COUNT_TOMBSTONES = "MATCH (t:PaidTombstone) RETURN count(t)"
 COUNTS = {
     "Account": "MATCH (n:Account) RETURN count(n)",
     "Merchant": "MATCH (n:Merchant) RETURN count(n)",

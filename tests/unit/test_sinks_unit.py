@@ -163,6 +163,33 @@ def test_graph_rows_of_a_block() -> None:
     assert g.used.to_pylist() == [{"account_id": "A", "device_id": "D", "first_seen": T0, "last_seen": T0 + timedelta(hours=1)}]
 
 
+def test_graph_rows_name_each_merchant_by_its_newest_row_first_in_input_order_on_ties() -> None:
+    import random
+
+    from rayapp.sinks import graph
+    from rayapp.sinks.base import split_deleted
+
+    rng = random.Random(7)
+    schema = dataset_schema(Dataset.TRANSACTIONS)
+    rows = [{"transaction_id": f"T{i}", "account_id": rng.choice(["A1", "A2", None]), "merchant_id": rng.choice(["M3", "M10", "M2", "M1"]),
+             "merchant_name": f"name{i}", "merchant_category": rng.choice(["x", "y"]), "device_id": rng.choice(["D", None]),
+             "_version": T0 + timedelta(hours=rng.randrange(4)), "_deleted": i % 7 == 0} for i in range(400)]  # fmt: skip
+    block = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+    live, gone = split_deleted(block)
+    assert gone["transaction_id"].to_pylist() == [r["transaction_id"] for r in rows if r["_deleted"]]
+    kept = [r for r in rows if not r["_deleted"] and r["account_id"] is not None]
+    expected = {}
+    for r in kept:  # the newest version names the merchant; the first such row in the block wins a tie
+        if r["merchant_id"] not in expected or r["_version"] > expected[r["merchant_id"]]["_version"]:
+            expected[r["merchant_id"]] = r
+    g = graph.graph_rows(live)
+    assert g.merchants.to_pylist() == [{"id": m, "name": expected[m]["merchant_name"], "category": expected[m]["merchant_category"]}
+                                       for m in sorted(expected)]  # fmt: skip
+    assert g.paid["transaction_id"].to_pylist() == [r["transaction_id"] for r in kept]
+    assert sorted(g.devices["id"].to_pylist()) == ["D"]
+    assert split_deleted(live)[0] is live and split_deleted(live)[1].num_rows == 0  # no tombstones: no filter pass
+
+
 def _paid(rows: list[tuple[str, str, str, datetime]]) -> pa.Table:
     from rayapp.sinks import graph
 
