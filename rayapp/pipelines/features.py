@@ -110,6 +110,7 @@ class FeatureRun:
     dataset: Any
     rows: int
     silver_version: int
+    task_cpus: float = 1.0  # what its tasks ask for: a map on ``dataset`` asking the same fuses into them
 
     def cleanup(self) -> None:
         self.lake.remove(self.staging)
@@ -153,7 +154,7 @@ def build_features(
             fn_kwargs={"lake": lake, "categories": categories, "slice_rows": 100_000},
         )  # fmt: skip
         logger.info("features for %d silver rows in one task (%s)", rows, json.dumps({"version": dt.version()}))
-        return FeatureRun(lake, staging, ds, rows, dt.version())
+        return FeatureRun(lake, staging, ds, rows, dt.version(), task_cpus)
     parts = partitions or max(2, min(64, math.ceil(rows / 400_000)))
     items = [{"pid": p} for p in range(parts)]
     try:
@@ -175,4 +176,4 @@ def build_features(
         fn_kwargs={"lake": lake, "staging": staging, "categories": categories},
     )  # fmt: skip
     logger.info("features staged for %d silver rows in %d partitions (%s)", rows, parts, json.dumps({"version": dt.version()}))
-    return FeatureRun(lake, staging, ds, rows, dt.version())
+    return FeatureRun(lake, staging, ds, rows, dt.version(), task_cpus)
