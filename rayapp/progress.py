@@ -62,7 +62,13 @@ class Progress:
         if (bar := self.bars.get(target)) is not None:
             bar.total = c.total
             bar.update(rows)
-        elif not self.terminal and time.monotonic() - self.last_log >= self.interval_s:
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Log the progress line if ``interval_s`` has passed since the last one (no terminal): a
+        caller that waits on something else calls it, so the log keeps its pace."""
+        if not self.terminal and time.monotonic() - self.last_log >= self.interval_s:
             self.last_log = time.monotonic()
             logger.info("%s progress: %s", self.title, self.line())
 

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 #: torch threads of the inline model actor: Ray gives a fractional-CPU actor OMP_NUM_THREADS=1, and
 #: a second thread nearly doubles texts/s (131 → 252 on this 2-core VM), as for the Serve Embedder.
 INLINE_THREADS = 2
+#: Seconds between calls of the waiting caller's own work while the model embeds.
+WAIT_SLICE_S = 1.0
 
 
 class InlineEmbedder:
@@ -70,11 +72,23 @@ class Embedding:
             return [self.handle.embed_many.remote(part) for part in parts]
         return [self.actor.embed_many.remote(part) for part in parts]
 
-    def collect(self, pending: list[Any]) -> np.ndarray:
-        """``len(texts) x dim`` vectors of what :meth:`submit` returned."""
+    def collect(self, pending: list[Any], while_waiting: Callable[[], None] | None = None) -> np.ndarray:
+        """``len(texts) x dim`` vectors of what :meth:`submit` returned; ``while_waiting`` is called
+        about once a second until they are all there (the caller's other work: recording writes)."""
         import ray
 
-        got = [p.result() for p in pending] if self.use_serve else ray.get(pending)
+        got = []
+        for p in pending:
+            while True:
+                try:
+                    if while_waiting is None:
+                        got.append(p.result() if self.use_serve else ray.get(p))
+                    else:
+                        got.append(p.result(timeout_s=WAIT_SLICE_S) if self.use_serve else ray.get(p, timeout=WAIT_SLICE_S))
+                    break
+                except (TimeoutError, ray.exceptions.GetTimeoutError):
+                    assert while_waiting is not None
+                    while_waiting()
         return np.concatenate(got) if got else np.zeros((0, 0), np.float32)
 
     def close(self) -> None:
@@ -183,11 +197,12 @@ def _request(dataset: Dataset | None, rows: pa.Table, model: Embedding, cache: E
     return req
 
 
-def _attach(req: _Request, model: Embedding, cache: EmbeddingCache, run_id: str) -> pa.Table:
+def _attach(req: _Request, model: Embedding, cache: EmbeddingCache, run_id: str,
+            while_waiting: Callable[[], None] | None = None) -> pa.Table:
     """The part's rows with a ``vector`` column (null where ``text`` is null: deletions); what the
     model embedded is added to the cache."""
     if req.missing:
-        new = model.collect(req.pending)
+        new = model.collect(req.pending, while_waiting)
         cache.add(req.missing, new, run_id)
         req.known.update(zip(req.missing, new))
     req.known.update((h, src.known[h]) for h, src in req.borrowed.items())  # attached before this one: parts go in order
@@ -207,11 +222,16 @@ class VectorFeed:
     """Vectors for the rows of the vector datasets *as they are read*: each part of ``part_rows``
     rows is looked up in the cache and its new texts sent to the model at once, so the model embeds
     while the writers of the other stores work; parts are routed, in order, as their vectors come
-    back, with at most ``ahead`` texts asked for and not yet routed (bounded memory). A text an
-    earlier part is still embedding is taken from that part: each distinct text is embedded once."""
+    back, with at most ``ahead`` texts asked for and not yet routed (bounded memory: 32k texts'
+    vectors are ~50 MB). A text an earlier part is still embedding is taken from that part: each
+    distinct text is embedded once. Past ``ahead`` the reader waits for the model, and with it the
+    other stores' batches: a bound of 8k texts held a 1M-row publish's reads (and the graph's one
+    bulk block) back until the CPU model had embedded most of its 14k texts."""
 
-    def __init__(self, router: Router, lake: Lake, run_id: str, part_rows: int = 2048, ahead: int = 8192) -> None:
+    def __init__(self, router: Router, lake: Lake, run_id: str, part_rows: int = 2048, ahead: int = 32_768,
+                 while_waiting: Callable[[], None] | None = None) -> None:
         self.router, self.lake, self.run_id, self.ahead = router, lake, run_id, ahead
+        self.while_waiting = while_waiting  # called about once a second while a part's vectors are awaited
         self.stats = EmbedStats()
         self.buffers = {d: Coalesce(part_rows) for d in (Dataset.TRANSACTION_VECTORS, Dataset.MERCHANT_VECTORS) if router.wants(d)}
         self.model: Embedding | None = None
@@ -241,7 +261,7 @@ class VectorFeed:
 
     def _route(self, req: _Request) -> None:
         assert self.model is not None and self.cache is not None and req.dataset is not None
-        self.router.send(req.dataset, _attach(req, self.model, self.cache, self.run_id))
+        self.router.send(req.dataset, _attach(req, self.model, self.cache, self.run_id, self.while_waiting))
         for h in req.missing:
             if self.inflight.get(h) is req:
                 del self.inflight[h]
@@ -271,7 +291,7 @@ class VectorFeed:
 
 def send_vectors(router: Router, profiles: pa.Table | None, risky: list[pa.Table], lake: Lake, run_id: str) -> EmbedStats:
     """Embed merchant profiles and risky-transaction rows (cache first), and route them to the vector stores."""
-    feed = VectorFeed(router, lake, run_id)
+    feed = VectorFeed(router, lake, run_id, while_waiting=router.fan.poll)
     try:
         feed.add(Dataset.MERCHANT_VECTORS, profiles)
         for rows in risky:

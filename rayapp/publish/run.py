@@ -118,7 +118,8 @@ def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded
     """Route one change set to the router's stores; returns the silver rows read. Rows for the
     vector datasets are embedded as they are read, while the other stores' writers work."""
     settings = lake.settings
-    feed = VectorFeed(router, lake, run_id)
+    # While the model embeds, the writes that finished are recorded: the run's progress stays current.
+    feed = VectorFeed(router, lake, run_id, while_waiting=router.fan.poll)
     vectors = router.wants(Dataset.TRANSACTION_VECTORS)
     rows_read = 0
     gone = tombstone_batches(ch)

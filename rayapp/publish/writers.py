@@ -221,11 +221,20 @@ class Fanout:
         ref = actor.write.remote(dataset.value, block_ref, self.dead_letter)
         self.pending[store].append((ref, dataset.value, block_ref, tag))
 
-    def _collect(self, store: str, num: int) -> None:
+    def poll(self) -> None:
+        """Record every write that has finished, without waiting (progress stays current while the
+        driver waits on something else, such as the embedding model)."""
+        for store, pending in self.pending.items():
+            if pending:
+                self._collect(store, len(pending), timeout=0)
+        if self.progress is not None:
+            self.progress.tick()
+
+    def _collect(self, store: str, num: int, timeout: float | None = None) -> None:
         import ray
 
         pending = self.pending[store]
-        done, _ = ray.wait([p[0] for p in pending], num_returns=min(num, len(pending)))
+        done, _ = ray.wait([p[0] for p in pending], num_returns=min(num, len(pending)), timeout=timeout)
         done_set = set(done)
         keep = []
         for item in pending:

@@ -79,3 +79,42 @@ def test_feed_embeds_each_text_once_and_routes_parts_in_order(settings: Any) -> 
 
 def _cache_rows(lake: Lake) -> int:
     return lake.read(EMBEDDING_CACHE).num_rows if lake.exists(EMBEDDING_CACHE) else 0
+
+
+def test_writes_that_finish_while_the_model_embeds_are_recorded(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`publish` waits on the model for the vector parts; meanwhile the other stores' writes that
+    finish are recorded (their progress moves), not left until the end of the run."""
+    import ray
+
+    from rayapp.catalog import dataset_schema
+    from rayapp.ledger import utcnow
+    from rayapp.publish import embedding
+    from rayapp.publish.writers import Fanout, start_writers, stop_writers
+
+    monkeypatch.setattr(embedding, "WAIT_SLICE_S", 0.01)
+    lake = Lake(settings)
+    pools = start_writers(lake, ["clickhouse"], "run-poll")
+    try:
+        ray.get(pools["clickhouse"][0].counts.remote())  # the writer is up and its tables exist
+        fan = Fanout(lake, "run-poll", pools)
+        schema = dataset_schema(Dataset.TRANSACTIONS)
+        now = utcnow()
+        rows = [{"transaction_id": f"T{i}", "account_id": "A", "merchant_id": "M", "event_time": now, "_version": now, "_deleted": False}
+                for i in range(3)]  # fmt: skip
+        block = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+        fan.submit("clickhouse", Dataset.TRANSACTIONS, ray.put(block))
+        waits: list[int] = []
+
+        def poll() -> None:
+            waits.append(1)
+            fan.poll()
+
+        feed = VectorFeed(Collect(), lake, "run-poll", part_rows=16, while_waiting=poll)
+        for batch in _batches():
+            feed.add(Dataset.TRANSACTION_VECTORS, batch)
+        feed.close()  # the inline model takes seconds to load: the write lands meanwhile
+        assert waits, "the feed never gave the caller its turn while the model worked"
+        assert fan.pending["clickhouse"] == [] and fan.tally["clickhouse"].written == {"transactions": 3}  # recorded, no drain
+        assert fan.drain()["clickhouse"].written == {"transactions": 3}
+    finally:
+        stop_writers(pools)

@@ -22,3 +22,16 @@ def test_progress_line_counts_rate_and_eta(caplog: pytest.LogCaptureFixture) -> 
     p.advance("graph", 500)  # more than expected (vectors are added as they are routed): the total follows
     assert p.counts["graph"].total == 500 and "graph 500/500 rows (100%)" in p.line() and "ETA" not in p.line().split(";")[1]
     p.close()
+
+
+def test_tick_logs_at_the_interval_while_nothing_advances(caplog: pytest.LogCaptureFixture) -> None:
+    p = Progress("publish", ["postgres"], interval_s=3600.0, terminal=False)
+    p.expect("postgres", 10)
+    with caplog.at_level(logging.INFO, logger="rayapp.progress"):
+        p.advance("postgres", 5)
+        p.tick()  # within the interval: no line
+        assert not caplog.records
+        p.interval_s = 0.0
+        p.tick()  # a caller waiting on something else keeps the log's pace
+    assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith("publish progress: postgres 5/10 rows (50%) ")
+    p.close()
