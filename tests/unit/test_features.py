@@ -22,13 +22,14 @@ from rayapp.models.features import (
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-def _rows(seed: int, n: int = 300) -> list[dict[str, Any]]:
+def _rows(seed: int, n: int = 300, null_accounts: bool = False) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
     rows = []
     for i in range(n):
         t = T0 + timedelta(minutes=rnd.randint(0, 3000))
+        account = None if null_accounts and rnd.random() < 0.15 else f"A{rnd.randint(0, 9)}"
         rows.append({
-            "transaction_id": f"T{i}", "account_id": f"A{rnd.randint(0, 9)}", "merchant_id": f"M{rnd.randint(0, 5)}",
+            "transaction_id": f"T{i}", "account_id": account, "merchant_id": f"M{rnd.randint(0, 5)}",
             "merchant_category": rnd.choice(["grocery", "crypto_exchange"]), "amount": float(rnd.randint(1, 100)),
             "country": rnd.choice(["US", "GB", None]), "channel": rnd.choice(["pos", "online", "atm"]),
             "device_id": rnd.choice([f"D{rnd.randint(0, 6)}", None, f"D{rnd.randint(0, 6)}"]),
@@ -62,9 +63,11 @@ def _brute(rows: list[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_features_match_brute_force(seed: int) -> None:
-    rows = _rows(seed)
+@pytest.mark.parametrize("seed, null_accounts", [(1, False), (2, False), (3, False), (4, True)])
+def test_features_match_brute_force(seed: int, null_accounts: bool) -> None:
+    # null_accounts: a `missing_account_id` rule set to warn lets rows without an account into
+    # silver; they are one account of their own (as in the brute force, where None == None)
+    rows = _rows(seed, null_accounts=null_accounts)
     got = {r["transaction_id"]: r for r in all_features(pl.DataFrame(rows), ["grocery", "crypto_exchange"]).to_dicts()}
     assert len(got) == len(rows)
     for r in rows:
