@@ -159,7 +159,8 @@ def _parse_jsonl(data: bytes) -> tuple[pa.Table, dict[int, str]]:
     def read(payload: bytes) -> pa.Table:
         # Types are inferred over all lines (a column mixing numbers and strings becomes text);
         # typed values are turned back into text by _as_text.
-        return pl.read_ndjson(io.BytesIO(payload), infer_schema_length=None).to_arrow()
+        text = _read_jsonl_text(payload)
+        return text if text is not None else pl.read_ndjson(io.BytesIO(payload), infer_schema_length=None).to_arrow()
 
     try:
         return read(data), {}
@@ -184,6 +185,34 @@ def _parse_jsonl(data: bytes) -> tuple[pa.Table, dict[int, str]]:
             tail = pa.table({c: pa.nulls(1, table.schema.field(c).type) for c in table.column_names})
             return pa.concat_tables([table, tail]), {table.num_rows: f"truncated last line (line {number}: {reason})"}
     raise FileRejectedError("JSON Lines parse error (no single line is at fault)")
+
+
+#: Arrow's JSON reader reads these value types exactly as polars' full inference does.
+_AGREED_JSON_TYPES = (pa.string(), pa.null(), pa.bool_(), pa.int64())
+
+
+def _read_jsonl_text(payload: bytes) -> pa.Table | None:
+    """The common case in one pass: Arrow's JSON reader with the contract columns declared as text.
+
+    Returns None, for the full-inference reader to decide, unless every contract value is a string
+    and every other column came out as text, boolean, integer or null: a number in a contract
+    column, a nested value, a string Arrow would read as a timestamp, a key given twice in a
+    record, a contract name in other letter case, or a file with no contract values at all."""
+    import pyarrow.json as pjson
+
+    declared = pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS])
+    try:
+        table = pjson.read_json(io.BytesIO(payload), parse_options=pjson.ParseOptions(explicit_schema=declared))
+    except Exception:  # noqa: BLE001 - Arrow raises several error types; the other reader decides
+        return None
+    others = table.column_names[len(CONTRACT_COLUMNS) :]
+    if any(t not in _AGREED_JSON_TYPES for t in table.schema.types):
+        return None
+    if any(name.strip().lower() in CONTRACT_COLUMNS for name in others):
+        return None
+    if all(table[c].null_count == table.num_rows for c in CONTRACT_COLUMNS):
+        return None
+    return table
 
 
 def _parse_parquet(data: bytes) -> pa.Table:

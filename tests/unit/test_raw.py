@@ -70,6 +70,56 @@ def test_jsonl_typed_values_become_text() -> None:
     assert json.loads(rows[1]["_extra"]) == {"meta": None, "n": 3}
 
 
+# Payloads on which the one-pass JSON reader must give exactly what full type inference gives,
+# whether it takes them or hands them on.
+JSONL_CASES = {
+    "all text": b'{"transaction_id":"T1","amount":"5.50","event_time":"2025-01-04T18:00:00"}\n'
+    b'{"transaction_id":"T2","amount":"","promo_code":"X","tier":"gold"}\n',
+    "text extras, int and bool": b'{"transaction_id":"T1","n":1,"ok":true}\n{"transaction_id":"T2","n":null,"ok":false}\n',
+    "timestamp-like extra": b'{"transaction_id":"T1","seen":"2025-01-04 18:00:00"}\n',
+    "integer beyond 64 bits": b'{"transaction_id":"T1","big":12345678901234567890}\n',
+    "number in a contract column": b'{"transaction_id":"T1","amount":5.50}\n{"transaction_id":"T2","amount":"x"}\n',
+    "float extra": b'{"transaction_id":"T1","score":1}\n{"transaction_id":"T2","score":2.5}\n',
+    "nested extra": b'{"transaction_id":"T1","meta":{"a":[1,2]}}\n',
+    "contract name in capitals": b'{"Transaction_ID":"T1","amount":"3"}\n',
+    "key given twice": b'{"transaction_id":"T1","amount":"1","amount":"2"}\n',
+    "key only in a late line": b'{"transaction_id":"T1"}\n' * 3 + b'{"transaction_id":"T4","late":"x"}\n',
+    "blank lines and CRLF": b'{"transaction_id":"T1"}\r\n\r\n{"transaction_id":"T2","note":"a\\u0000b"}\r\n',
+}
+
+
+@pytest.mark.parametrize("name", list(JSONL_CASES))
+def test_jsonl_one_pass_reader_agrees_with_full_inference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rayapp.transforms import raw
+
+    def outcome() -> list[dict] | str:
+        try:
+            return bronze(JSONL_CASES[name], "jsonl")
+        except FileRejectedError as exc:
+            return str(exc)
+
+    fast = outcome()
+    monkeypatch.setattr(raw, "_read_jsonl_text", lambda payload: None)
+    assert fast == outcome()
+
+
+def test_jsonl_one_pass_reader_takes_only_text_it_reads_like_full_inference() -> None:
+    from rayapp.transforms.raw import _read_jsonl_text
+
+    taken = {name for name, data in JSONL_CASES.items() if _read_jsonl_text(data) is not None}
+    assert taken == {"all text", "text extras, int and bool", "key only in a late line", "blank lines and CRLF"}
+    rows = bronze(JSONL_CASES["all text"], "jsonl")
+    assert [(r["transaction_id"], r["amount"], r["event_time"], r["merchant_id"]) for r in rows] == [
+        ("T1", "5.50", "2025-01-04T18:00:00", None),
+        ("T2", "", None, None),
+    ]
+    assert rows[0]["_extra"] == '{"promo_code":null,"tier":null}'
+    assert json.loads(rows[1]["_extra"]) == {"promo_code": "X", "tier": "gold"}
+    assert _read_jsonl_text(b'{"merchant":"M1"}\n') is None  # no contract values: the full reader rejects it
+    with pytest.raises(FileRejectedError, match="no contract columns"):
+        parse_landing(b'{"merchant":"M1"}\n', "jsonl")
+
+
 def test_parquet_typed_columns_become_text() -> None:
     t = pa.table({
         "transaction_id": ["T1", "T2"],
