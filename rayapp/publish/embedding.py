@@ -243,6 +243,7 @@ class VectorFeed:
     def add(self, dataset: Dataset, rows: pa.Table | None) -> None:
         if rows is None or not rows.num_rows or dataset not in self.buffers:
             return
+        self.router.expect(dataset, rows.num_rows)  # the progress shows the rows waiting on the model
         for part in self.buffers[dataset].add(rows):
             self._ask(dataset, part)
 

@@ -66,6 +66,13 @@ class Router:
     def wants(self, dataset: Dataset) -> bool:
         return bool(self.groups[dataset])
 
+    def expect(self, dataset: Dataset, rows: int) -> None:
+        """Rows of ``dataset`` that will be sent later (vectors, while the model embeds them): the
+        progress totals of the stores that take it include them from now on."""
+        for names, _ in self.groups[dataset]:
+            for name in names:
+                self.fan.expect(name, rows)
+
     def send(self, dataset: Dataset, table: pa.Table) -> None:
         for names, buf in self.groups[dataset]:
             for block in buf.add(table):

@@ -101,7 +101,7 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
 
 def expected_rows(lake: Lake, ch: Changes, spec: StoreSpec[Any]) -> int:
     """Rows a store will be sent for transactions, predictions and (on a first load) gold, known
-    before reading them: the progress display's total (vectors are added as they are routed)."""
+    before reading them: the progress display's total (the vector feed adds vector rows as it reads them)."""
     n = 0
     if spec.takes(Dataset.TRANSACTIONS):
         n += lake.rows(SILVER, ch.versions[SILVER.name]) if ch.transaction_ids is None else len(ch.transaction_ids)

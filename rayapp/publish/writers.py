@@ -207,6 +207,12 @@ class Fanout:
         self.pending: dict[str, list[tuple[Any, str, Any, Any]]] = {s: [] for s in pools}
         self.tally = {s: StoreTally() for s in pools}
 
+    def expect(self, store: str, rows: int) -> None:
+        """Rows a store will be sent beyond the total known up front (counted once: submitting them
+        raises the total no further)."""
+        if self.progress is not None:
+            self.progress.expect(store, rows)
+
     def submit(self, store: str, dataset: Dataset, block_ref: Any, tag: Any = None, rows: int = 0) -> None:
         pool = self.pools[store]
         if self.progress is not None and rows:  # more than expected up front (gold, vectors): raise the total

@@ -18,11 +18,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 
 
 class Collect:
-    """The part of the router the feed uses (wants / send / flush), keeping what it is sent."""
+    """The part of the router the feed uses (wants / expect / send / flush), keeping what it is sent."""
 
     def __init__(self) -> None:
         self.sent: dict[Dataset, list[pa.Table]] = {}
         self.flushed: list[Dataset] = []
+        self.expected: dict[Dataset, int] = {}
+
+    def expect(self, dataset: Dataset, rows: int) -> None:
+        self.expected[dataset] = self.expected.get(dataset, 0) + rows
 
     def wants(self, dataset: Dataset) -> bool:
         return dataset in (Dataset.TRANSACTION_VECTORS, Dataset.MERCHANT_VECTORS)
@@ -51,6 +55,8 @@ def test_feed_embeds_each_text_once_and_routes_parts_in_order(settings: Any) -> 
     for batch in batches:
         feed.add(Dataset.TRANSACTION_VECTORS, batch)
     feed.add(Dataset.MERCHANT_VECTORS, pa.table({"id": ["M1"], "text": ["Shop 1 (grocery): 1.50 USD by pos in US."]}))
+    # The progress counts every row as soon as it is read, before the model has embedded it.
+    assert router.expected == {Dataset.TRANSACTION_VECTORS: 100, Dataset.MERCHANT_VECTORS: 1}
     stats = feed.close()
 
     rows = pa.concat_tables(router.sent[Dataset.TRANSACTION_VECTORS])

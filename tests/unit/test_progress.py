@@ -19,7 +19,7 @@ def test_progress_line_counts_rate_and_eta(caplog: pytest.LogCaptureFixture) -> 
     assert line.startswith("postgres 250/1.0k rows (25%) ") and " ETA " in line.split(";")[0]
     assert "graph 0/400 rows (0%)" in line
     assert any(r.getMessage().startswith("publish progress: postgres 250/1.0k") for r in caplog.records)
-    p.advance("graph", 500)  # more than expected (vectors are added as they are routed): the total follows
+    p.advance("graph", 500)  # more than expected (rows no one announced): the total follows
     assert p.counts["graph"].total == 500 and "graph 500/500 rows (100%)" in p.line() and "ETA" not in p.line().split(";")[1]
     p.close()
 

@@ -15,6 +15,10 @@ class RecordingFan:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Dataset, Any]] = []
         self.rows: list[int] = []
+        self.expected: dict[str, int] = {}
+
+    def expect(self, store: str, rows: int) -> None:
+        self.expected[store] = self.expected.get(store, 0) + rows
 
     def submit(self, store: str, dataset: Dataset, ref: Any, tag: Any = None, rows: int = 0) -> None:
         self.rows.append(rows)  # what the progress display counts
@@ -65,3 +69,36 @@ def test_router_for_one_store_sends_nothing_else() -> None:
     router.send(Dataset.TRANSACTIONS, _rows(3))
     router.flush()
     assert [(s, d, t.num_rows) for s, d, t in fan.sent] == [("graph", Dataset.TRANSACTIONS, 2), ("graph", Dataset.TRANSACTIONS, 1)]
+
+
+def test_rows_announced_ahead_count_for_the_stores_that_take_them() -> None:
+    fan = RecordingFan()
+    router = Router(fan, select(None), {"postgres": 3, "clickhouse": 3, "graph": 5, "vector": 3}, put=lambda t: t)  # type: ignore[arg-type]
+    router.expect(Dataset.TRANSACTION_VECTORS, 10)
+    router.expect(Dataset.MERCHANT_VECTORS, 2)
+    assert fan.expected == {"vector": 12} and not fan.sent
+    router.expect(Dataset.TRANSACTIONS, 5)
+    assert fan.expected == {"vector": 12, "postgres": 5, "clickhouse": 5, "graph": 5}
+
+
+def test_fanout_counts_rows_announced_ahead_once() -> None:
+    from types import SimpleNamespace
+
+    from rayapp.progress import Progress
+    from rayapp.publish.writers import Fanout
+
+    class Handle:  # the part of an actor handle Fanout.submit calls
+        def __init__(self) -> None:
+            self.write = SimpleNamespace(remote=lambda *args: object())
+
+    progress = Progress("publish", ["vector"], terminal=False)
+    lake = SimpleNamespace(settings=SimpleNamespace(writer_max_in_flight=8))
+    fan = Fanout(lake, "run-1", {"vector": [Handle()]}, progress=progress)  # type: ignore[arg-type]
+    fan.expect("vector", 10)
+    assert progress.counts["vector"].total == 10
+    fan.submit("vector", Dataset.TRANSACTION_VECTORS, "ref-1", rows=4)
+    fan.submit("vector", Dataset.TRANSACTION_VECTORS, "ref-2", rows=6)
+    assert progress.counts["vector"].total == 10  # announced, then submitted: counted once
+    fan.submit("vector", Dataset.MERCHANT_VECTORS, "ref-3", rows=2)
+    assert progress.counts["vector"].total == 12  # beyond what was announced: the total follows
+    progress.close()
