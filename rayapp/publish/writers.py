@@ -215,7 +215,7 @@ class Fanout:
 
     def submit(self, store: str, dataset: Dataset, block_ref: Any, tag: Any = None, rows: int = 0) -> None:
         pool = self.pools[store]
-        if self.progress is not None and rows:  # more than expected up front (gold, vectors): raise the total
+        if self.progress is not None and rows:  # beyond the total known or announced (an incremental run's gold): raise it
             self.submitted[store] += rows
             extra = self.submitted[store] - self.progress.counts[store].total
             if extra > 0:
