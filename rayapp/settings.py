@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     graph_bulk_copy: bool = Field(
         default=True, description="Ladybug: new nodes and relationships go in by COPY FROM (Arrow); only replacements run row statements."
     )
+    postgres_bulk_first_load: bool = Field(
+        default=True,
+        description="PostgreSQL: a table's first load goes in without its indexes, rebuilt once the run's writes are done (lookups scan meanwhile).",
+    )
     staging_compression: Literal["none", "lz4", "zstd"] = Field(
         default="lz4",
         description="Arrow IPC compression of staging files (key-partitioned runs): lz4 ~2.5x smaller at little CPU, zstd ~4x for disk-tight runs.",

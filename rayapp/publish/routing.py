@@ -87,6 +87,14 @@ class Router:
                 if (block := buf.flush()) is not None:
                     self._submit(ds, names, block)
 
+    def done(self, dataset: Dataset) -> None:
+        """``dataset``'s stream has ended: send what is held, and let each store end what its
+        writes of it left open once they are written (see ``Fanout.finish_when_written``)."""
+        self.flush(dataset)
+        for names, _ in self.groups[dataset]:
+            for name in names:
+                self.fan.finish_when_written(name, dataset)
+
     def _submit(self, dataset: Dataset, names: list[str], block: pa.Table) -> None:
         if self.put is None:
             import ray

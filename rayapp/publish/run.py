@@ -12,7 +12,8 @@ Plan of one run:
 3. **Vectors**: merchant profiles and high-risk transactions are embedded and routed the same way.
 4. **Outcome**: a batch a store still refuses after retries is a dead letter; the run is
    ``partial``. Every batch is written or dead-lettered before the watermarks advance, so a
-   watermark never skips data.
+   watermark never skips data. Then each store ends what the writes left open (PostgreSQL
+   rebuilds a first load's indexes); a store that cannot also makes the run ``partial``.
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ def publish(lake: Lake, ledger: Ledger, run_id: str, *, stores: list[str] | None
     for spec in chosen:
         t = tally[spec.name]
         details["stores"][spec.name] = {"url": redact_url(spec.url(settings)), "written": t.written, "failed": t.failed,
-                                        "errors": sorted(set(t.errors))[:5]}  # fmt: skip
+                                        "errors": sorted(set(t.errors))[:5], "unfinished": t.unfinished}  # fmt: skip
     versions = {t: v for _, ch in plans for t, v in ch.versions.items()}
-    return PublishResult(status="partial" if dead else "succeeded", counts=counts, versions_read=versions, details=details,
-                         dead_letters=dead)  # fmt: skip
+    # A store that could not end what the writes left open holds the rows; the next run ends it.
+    unfinished = any(t.unfinished for t in tally.values())
+    return PublishResult(status="partial" if dead or unfinished else "succeeded", counts=counts, versions_read=versions,
+                         details=details, dead_letters=dead)  # fmt: skip
 
 
 def expected_rows(lake: Lake, ch: Changes, spec: StoreSpec[Any]) -> int:
@@ -141,7 +144,7 @@ def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded
             transactions(silver.ready())
         if Dataset.PREDICTIONS in gone:
             router.send(Dataset.PREDICTIONS, gone[Dataset.PREDICTIONS])
-        router.flush(Dataset.PREDICTIONS)
+        router.done(Dataset.PREDICTIONS)
         rebuilt_merchants = None
         for table, dataset in GOLD_DATASETS.items():
             needed = router.wants(dataset) or (table == GOLD_MERCHANT.name and router.wants(Dataset.MERCHANT_VECTORS))
@@ -150,14 +153,14 @@ def _send_changes(lake: Lake, router: Router, ch: Changes, run_id: str, embedded
                 rebuilt_merchants = rows
             if rows is not None and router.wants(dataset):
                 router.send(dataset, rows)
-                router.flush(dataset)
+                router.done(dataset)
             transactions(silver.ready())
         transactions(silver)  # the rest, as it is read
         if Dataset.TRANSACTIONS in gone:
             router.send(Dataset.TRANSACTIONS, gone[Dataset.TRANSACTIONS])
             if vectors:
                 feed.add(Dataset.TRANSACTION_VECTORS, sv.transaction_vector_rows(gone[Dataset.TRANSACTIONS], settings.vector_min_score, with_deletes=True))
-        router.flush(Dataset.TRANSACTIONS)
+        router.done(Dataset.TRANSACTIONS)
         if router.wants(Dataset.MERCHANT_VECTORS):
             feed.add(Dataset.MERCHANT_VECTORS, merchant_profile_rows(lake, ch, rebuilt_merchants))
         embedded.add(feed.close())
@@ -218,8 +221,9 @@ def replay_dead_letters(lake: Lake, ledger: Ledger, run_id: str, *, store: str |
             lake.remove(d.path)  # the record says replayed; a leftover file would be harmless
     record_dlq_size(ledger)
     counts.update(tally_counts(tally), replayed=len(replayed), still_failing=len(letters) - len(replayed))
-    return PublishResult(status="partial" if counts["still_failing"] else "succeeded", counts=counts,
-                         details={"replayed": sorted(replayed)})  # fmt: skip
+    unfinished = {name: t.unfinished for name, t in tally.items() if t.unfinished}
+    return PublishResult(status="partial" if counts["still_failing"] or unfinished else "succeeded", counts=counts,
+                         details={"replayed": sorted(replayed), "unfinished": unfinished})  # fmt: skip
 
 
 def store_counts(lake: Lake, names: list[str] | None = None) -> dict[str, dict[str, int]]:

@@ -124,6 +124,17 @@ class StoreWriter:
             self.ready = True
         return self.sink.counts()
 
+    def finish(self, dataset: str | None = None) -> str | None:
+        """The writes (of ``dataset``, or all) are done: the sink ends what they left open (see
+        ``StoreSink.finish``), retrying transient errors like a write. Returns the error, if any."""
+        what = f"{self.store} finishing {dataset or 'its writes'}"
+        try:
+            self.policy.call(lambda: self.sink.finish(None if dataset is None else Dataset(dataset)), what, on_retry=self._reset)
+        except RetryExhausted as exc:
+            logger.error("%s: %s", what, exc)
+            return f"finishing {dataset or 'the writes'}: {exc}"
+        return None
+
     def close(self) -> None:
         self._reset()
 
@@ -189,6 +200,8 @@ class StoreTally:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     replayed: list[str] = field(default_factory=list)
+    #: Errors ending what the writes left open (a first load's indexes): the rows are in, the next run ends it.
+    unfinished: list[str] = field(default_factory=list)
 
 
 class Fanout:
@@ -206,6 +219,8 @@ class Fanout:
         self.next = {s: 0 for s in pools}
         self.pending: dict[str, list[tuple[Any, str, Any, Any]]] = {s: [] for s in pools}
         self.tally = {s: StoreTally() for s in pools}
+        self.closing: dict[str, set[str]] = {s: set() for s in pools}  # datasets all submitted, not all written
+        self.finishing: list[tuple[str, Any]] = []  # writers' finish calls (see finish_when_written)
 
     def expect(self, store: str, rows: int) -> None:
         """Rows a store will be sent beyond the total known up front (counted once: submitting them
@@ -226,6 +241,21 @@ class Fanout:
         self.next[store] += 1
         ref = actor.write.remote(dataset.value, block_ref, self.dead_letter)
         self.pending[store].append((ref, dataset.value, block_ref, tag))
+
+    def finish_when_written(self, store: str, dataset: Dataset) -> None:
+        """Every block of ``dataset`` has been submitted to ``store``: once they are written, one of
+        its writers ends what they left open (a first load's indexes), while the others go on."""
+        self.closing[store].add(dataset.value)
+        self._finish_written(store)
+
+    def _finish_written(self, store: str) -> None:
+        for name in sorted(self.closing[store]):
+            if all(item[1] != name for item in self.pending[store]):
+                self.closing[store].discard(name)
+                pool = self.pools[store]
+                actor = pool[self.next[store] % len(pool)]
+                self.next[store] += 1
+                self.finishing.append((store, actor.finish.remote(name)))
 
     def poll(self) -> None:
         """Record every write that has finished, without waiting (progress stays current while the
@@ -249,6 +279,8 @@ class Fanout:
             else:
                 keep.append(item)
         self.pending[store] = keep
+        if self.closing[store]:
+            self._finish_written(store)
 
     def _record(self, store: str, item: tuple[Any, str, Any, Any]) -> None:
         import ray
@@ -275,7 +307,15 @@ class Fanout:
             t.replayed.append(tag)
 
     def drain(self) -> dict[str, StoreTally]:
+        """Wait for every write; then every writer ends what the writes left open, sharing the work."""
+        import ray
+
         for store in self.pools:
             while self.pending[store]:
                 self._collect(store, len(self.pending[store]))
+        self.finishing += [(store, a.finish.remote()) for store, pool in self.pools.items() for a in pool]
+        finishing, self.finishing = self.finishing, []
+        for (store, _), error in zip(finishing, ray.get([ref for _, ref in finishing])):
+            if error is not None:
+                self.tally[store].unfinished.append(error)
         return self.tally

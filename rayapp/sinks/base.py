@@ -73,6 +73,11 @@ class StoreSink(ABC, Generic[O]):
     def counts(self) -> dict[str, int]:
         """Rows / nodes / relationships / vectors per table, for reports and the demo."""
 
+    def finish(self, dataset: Dataset | None = None) -> None:
+        """End what the run's writes (of ``dataset``, or all) left open, once they are all done
+        (PostgreSQL: rebuild the indexes of a first load). Safe to call from every writer, and
+        when nothing is open."""
+
     @abstractmethod
     def close(self) -> None:
         """Release clients (safe to call twice)."""

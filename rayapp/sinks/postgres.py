@@ -3,7 +3,8 @@
 While a table has no tombstones, a block is COPYd straight into it (binary where the column
 types fit) under a savepoint: rows whose keys it does not hold are exactly what the upsert would
 insert. The first key it already holds sends that block, and the writer's later ones, back to
-the upsert.
+the upsert. A table's first load (it and its tombstones empty) goes in without its indexes,
+rebuilt once the run's writes are done (:mod:`rayapp.sinks.pg_bulk`).
 
 URLs: ``postgresql://user:pass@host:5432/db`` (any server), or ``pgserver:///path`` — an
 embedded PostgreSQL 16 (the ``pgserver`` package) whose data directory is ``path``; it is
@@ -14,41 +15,26 @@ from __future__ import annotations
 
 import io
 import logging
-from importlib import resources
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from rayapp.catalog import TABLE_DATASETS, Dataset, dataset_schema
+from rayapp.catalog import TABLE_DATASETS, Dataset
+from rayapp.sinks import pg_bulk
 from rayapp.sinks.base import KEYS, BatchOptions, SinkError, StoreSink, StoreSpec, conform, is_repair, split_deleted
 from rayapp.sinks.pg_binary import COLUMN_TYPES_SQL, binary_fits, encode_binary
 from rayapp.sinks.pg_csv import csv_bytes, read_csv
+from rayapp.sinks.pg_sql import (CREATE_MIGRATIONS, LATEST_PREDICTION, LOOKUP_TRANSACTION, MIGRATION_LOCK_ID, MIGRATIONS_TABLE,
+                                 delete_sql, migrations, purge_sql, upsert_sql)  # fmt: skip
 from rayapp.sinks.views import VIEWS
 from rayapp.urls import url_path
 
+if TYPE_CHECKING:
+    from rayapp.settings import Settings
+
 logger = logging.getLogger(__name__)
-
-MIGRATIONS_TABLE = "rayapp_schema_migrations"
-_LOCK_ID = 0x7261_7961  # advisory lock: pool actors starting together migrate one at a time
-
-_CREATE_MIGRATIONS = f"""
-CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)"""
-
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """``(version, name, sql)`` of every migration file, in order."""
-    out = []
-    for entry in resources.files("rayapp.sinks").joinpath("migrations", "postgres").iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            out.append((version, entry.name, entry.read_text()))
-    return sorted(out)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -79,51 +65,19 @@ def embedded_server(pgdata: str) -> Any:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _on(keys: tuple[str, ...], a: str, b: str) -> str:
-    return " AND ".join(f"{a}.{k} = {b}.{k}" for k in keys)
-
-
-def _upsert_sql(dataset: Dataset, stage: str) -> str:
-    cols = [f.name for f in dataset_schema(dataset) if f.name != "_deleted"]
-    keys = KEYS[dataset]
-    col_list = ", ".join(cols)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
-    # DISTINCT ON keeps the newest version per key should a block ever carry two; a row whose key
-    # has a tombstone as new as the row itself stays deleted.
-    return (
-        f"INSERT INTO {dataset.value} AS t ({col_list}) "
-        f"SELECT DISTINCT ON ({', '.join(keys)}) {col_list} FROM {stage} s "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {dataset.value}_tombstones x WHERE {_on(keys, 'x', 's')} AND x._version >= s._version) "
-        f"ORDER BY {', '.join(keys)}, _version DESC "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates} WHERE t._version < EXCLUDED._version"
-    )
-
-
-def _delete_sql(dataset: Dataset, gone: str) -> list[str]:
-    """Record tombstones (the newest per key) and delete the rows older than them."""
-    keys = KEYS[dataset]
-    key_list = ", ".join(keys)
-    return [
-        f"INSERT INTO {dataset.value}_tombstones AS x ({key_list}, _version) "
-        f"SELECT DISTINCT ON ({key_list}) {key_list}, _version FROM {gone} ORDER BY {key_list}, _version DESC "
-        f"ON CONFLICT ({key_list}) DO UPDATE SET _version = EXCLUDED._version WHERE x._version < EXCLUDED._version",
-        f"DELETE FROM {dataset.value} t USING {gone} g WHERE {_on(keys, 't', 'g')} AND t._version < g._version",
-    ]
-
-
-def _purge_sql(dataset: Dataset, gone: str) -> list[str]:
-    """``reconcile --repair``: forget the block's keys (rows and tombstones) whatever their version."""
-    keys = KEYS[dataset]
-    return [f"DELETE FROM {dataset.value}{suffix} t USING {gone} g WHERE {_on(keys, 't', 'g')}" for suffix in ("", "_tombstones")]
-
-
 DATASETS = TABLE_DATASETS
-LOOKUP_TRANSACTION = "SELECT * FROM transactions WHERE transaction_id = %(id)s"
-LATEST_PREDICTION = """SELECT model_version, fraud_score, is_fraud_pred, scored_at FROM predictions
-WHERE transaction_id = %(id)s ORDER BY scored_at DESC, model_version DESC LIMIT 1"""
+@dataclass(frozen=True)
+class PostgresOptions(BatchOptions):
+    """Rows per COPY, and whether a table's first load goes in without its indexes."""
+
+    bulk_first_load: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, field: str = "writer_batch_rows") -> "PostgresOptions":
+        return cls(batch_rows=int(getattr(settings, field)), bulk_first_load=settings.postgres_bulk_first_load)
 
 
-class PostgresSink(StoreSink[BatchOptions]):
+class PostgresSink(StoreSink[PostgresOptions]):
     """Upserts transactions, predictions and the gold tables into PostgreSQL."""
 
     datasets = DATASETS
@@ -131,6 +85,12 @@ class PostgresSink(StoreSink[BatchOptions]):
     _server: Any = None
     _fresh_tables: dict[Dataset, bool] | None = None  # per table: COPY straight in (see _fresh)
     _binary_tables: dict[str, bool] | None = None  # per table: COPY in binary (see _binary_fits)
+    _bulk_open = False  # the current block's table is in an open first load (see _settled)
+
+    def __init__(self, url: str, options: PostgresOptions) -> None:
+        super().__init__(url, options)
+        # Tables whose loads keep their indexes: found holding rows, or all with the option off.
+        self._no_bulk: set[str] = set() if options.bulk_first_load else {d.value for d in DATASETS}
 
     def _connect(self, pool_size: int = 1) -> None:
         from sqlalchemy import create_engine
@@ -147,8 +107,8 @@ class PostgresSink(StoreSink[BatchOptions]):
 
         self._connect()
         with self._engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-            conn.execute(text(_CREATE_MIGRATIONS))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            conn.execute(text(CREATE_MIGRATIONS))
             done = {row[0] for row in conn.execute(text(f"SELECT version FROM {MIGRATIONS_TABLE}"))}
             for version, name, sql in migrations():
                 if version in done:
@@ -169,19 +129,26 @@ class PostgresSink(StoreSink[BatchOptions]):
         live = live.drop_columns(["_deleted"])
         keys = list(KEYS[dataset])
         stage, gone_stage = f"_stage_{dataset.value}", f"_gone_{dataset.value}"
+        plain = not gone.num_rows and not is_repair(block)  # rows only: a first load may take it without indexes
         raw = self._engine.raw_connection()
         try:
             conn = raw.driver_connection
+            while not self._settled(conn, dataset, plain and live.num_rows > 0):
+                pass
             with conn.cursor() as cur:
+                if self._bulk_open:  # the table has no indexes until the load finishes: rows go straight in
+                    self._copy(cur, dataset.value, live)
+                    conn.commit()
+                    return block.num_rows
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {dataset.value}) ON COMMIT DELETE ROWS")
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {gone_stage} (LIKE {dataset.value}_tombstones) ON COMMIT DELETE ROWS")
                 if is_repair(block):  # the whole block's keys: what the store holds for them goes first
                     self._copy(cur, gone_stage, block.select([*keys, "_version"]))
-                    for sql in _purge_sql(dataset, gone_stage):
+                    for sql in purge_sql(dataset, gone_stage):
                         cur.execute(sql)
                 elif gone.num_rows:
                     self._copy(cur, gone_stage, gone.select([*keys, "_version"]))
-                    for sql in _delete_sql(dataset, gone_stage):
+                    for sql in delete_sql(dataset, gone_stage):
                         cur.execute(sql)
                 changed = 0
                 if gone.num_rows or is_repair(block):
@@ -190,7 +157,7 @@ class PostgresSink(StoreSink[BatchOptions]):
                     changed = self._copy_direct(conn, cur, dataset, live)
                 if changed == 0 and live.num_rows:
                     self._copy(cur, stage, live)
-                    cur.execute(_upsert_sql(dataset, stage))
+                    cur.execute(upsert_sql(dataset, stage))
                     changed = cur.rowcount
             conn.commit()
         except Exception:
@@ -203,6 +170,38 @@ class PostgresSink(StoreSink[BatchOptions]):
             raw.close()
         logger.debug("postgres %s: %d rows sent, %d inserted/updated", dataset.value, block.num_rows, changed)
         return block.num_rows
+
+    def _settled(self, conn: Any, dataset: Dataset, plain: bool) -> bool:
+        """Start the block's transaction with ``dataset``'s table locked against a new first load
+        and ``_bulk_open`` saying whether one is open: a block of rows joins it, or opens one when
+        the table is empty (see pg_bulk); any other block finishes an open load first. False when
+        the transaction was rolled back instead (the load's state changed: ask again)."""
+        table = dataset.value
+        if not plain:
+            pg_bulk.finish(conn, table)
+        with conn.cursor() as cur:
+            self._bulk_open = pg_bulk.held(cur, table)
+        if self._bulk_open != plain and (not plain or table not in self._no_bulk):
+            conn.rollback()  # begin takes the table's lock after this transaction's
+            if plain and not pg_bulk.begin(conn, table, KEYS[dataset]):
+                self._no_bulk.add(table)  # it holds rows: it never qualifies again
+            return False
+        return True
+
+    def finish(self, dataset: Dataset | None = None) -> None:
+        """Finish the first load of ``dataset``'s table, or every one left open (sharing the work
+        with other writers): duplicates out, indexes rebuilt."""
+        if self._engine is None:
+            self.on_write_start()
+        raw = self._engine.raw_connection()
+        try:
+            if dataset is not None:
+                pg_bulk.finish(raw.driver_connection, dataset.value)
+            else:
+                pg_bulk.finish(raw.driver_connection, skip_locked=True)  # tables no other writer is finishing
+                pg_bulk.finish(raw.driver_connection)  # then wait for those that were
+        finally:
+            raw.close()
 
     def _fresh(self, cur: Any, dataset: Dataset) -> bool:
         """Whether ``dataset``'s blocks go straight into its table: its tombstones were empty when this
@@ -340,5 +339,5 @@ class PostgresSink(StoreSink[BatchOptions]):
 STORE = StoreSpec(
     name="postgres", setting="postgres_url", schemes=("postgresql", "postgresql+psycopg", "postgres", "pgserver"),
     embedded_schemes=("pgserver",), default_dir="postgres", datasets=DATASETS, sink=PostgresSink,
-    options=BatchOptions.from_settings, order=10, embedded_server=True,
+    options=PostgresOptions.from_settings, order=10, embedded_server=True,
 )  # fmt: skip

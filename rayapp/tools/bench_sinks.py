@@ -106,6 +106,7 @@ def _time_store(lake: Lake, run_id: str, store: str, dataset: Any, refs: list[An
         def write_all() -> Any:
             for ref in refs:
                 fan.submit(store, dataset, ref)
+            fan.finish_when_written(store, dataset)  # a first load into PostgreSQL is done once indexed
             return fan.drain()
 
         t, tally = timed(f"sink_{store}", rows, write_all)

@@ -61,6 +61,7 @@ def test_postgres_migrations_idempotent_and_upserts_only_newer(tmp_path: Path) -
         sink.on_write_start()
         sink.on_write_start()  # a second start applies nothing twice
         assert sink.write(Dataset.TRANSACTIONS, txn_block(IDS)) == 6
+        sink.finish()  # the first load's indexes are back: what follows takes the upsert
         sink.write(Dataset.TRANSACTIONS, txn_block(IDS[:3], amount="99.00", status="reversed", version=T0 - timedelta(hours=1)))  # older
         sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1)))  # newer
         sink.write(Dataset.TRANSACTIONS, txn_block(IDS[3:], amount="77.25", status="chargeback", version=T0 + timedelta(hours=1)))  # replay
@@ -112,6 +113,7 @@ def test_postgres_binary_copy_equals_csv_and_a_changed_column_type_takes_csv(tmp
         text._binary_tables = {"transactions": False, "_stage_transactions": False}  # this writer sends CSV
         for sink in (binary, text):
             sink.write(Dataset.TRANSACTIONS, first)  # first load: straight into the table
+            sink.finish()
             sink.write(Dataset.TRANSACTIONS, newer)  # through the staging table
         assert binary._binary_tables == {"transactions": True, "_stage_transactions": True}
 
@@ -148,9 +150,10 @@ def test_postgres_copies_straight_in_without_tombstones_and_falls_back_on_a_held
     later = T0 + timedelta(hours=1)
     twice = pa.concat_tables([txn_block(IDS[:2], amount="1.00", version=later), txn_block(IDS[:2], amount="2.00")])  # two versions of a key
     blocks = [twice, txn_block(IDS[2:4]), txn_block(IDS[4:], amount="5.00", version=later)]
-    direct, upsert = make_sink("postgres", f"pgserver://{tmp_path / 'direct'}"), make_sink("postgres", f"pgserver://{tmp_path / 'upsert'}")
+    # First loads keep their indexes here (bulk_first_load: see the test after this one).
+    direct, upsert = (make_sink("postgres", f"pgserver://{tmp_path / d}", bulk_first_load=False) for d in ("direct", "upsert"))
     # more writer actors on the same server
-    other, late, after = (make_sink("postgres", f"pgserver://{tmp_path / 'direct'}") for _ in range(3))
+    other, late, after = (make_sink("postgres", f"pgserver://{tmp_path / 'direct'}", bulk_first_load=False) for _ in range(3))
     try:
         upsert.on_write_start()
         for ds in Dataset:

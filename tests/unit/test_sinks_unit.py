@@ -110,9 +110,9 @@ def test_pinecone_metadata_drops_nulls_and_fits_40kb() -> None:
 
 
 def test_postgres_upsert_sql_guards_versions() -> None:
-    from rayapp.sinks.postgres import _upsert_sql
+    from rayapp.sinks.pg_sql import upsert_sql
 
-    sql = _upsert_sql(Dataset.PREDICTIONS, "_stage")
+    sql = upsert_sql(Dataset.PREDICTIONS, "_stage")
     assert "ON CONFLICT (transaction_id, model_version) DO UPDATE" in sql
     assert sql.endswith("WHERE t._version < EXCLUDED._version")
     assert "DISTINCT ON (transaction_id, model_version)" in sql

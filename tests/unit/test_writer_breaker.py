@@ -57,3 +57,28 @@ def test_breaker_opens_then_half_opens_after_the_cool_down(tmp_path: Path, monke
     sink.down = False  # the store is back: the half-open try succeeds and closes the breaker
     assert writer.write("transactions", block)["written"] == 2
     assert writer.write("transactions", block)["written"] == 2 and sink.calls == 6
+
+
+class Unfinished(Flaky):
+    """A sink whose finish fails ``fails`` times with a transient error."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails = fails
+        self.finished: list[Dataset | None] = []
+
+    def finish(self, dataset: Dataset | None = None) -> None:
+        if self.fails:
+            self.fails -= 1
+            raise SinkError("connection refused", transient=True)
+        self.finished.append(dataset)
+
+
+def test_finish_retries_like_a_write_and_reports_what_it_could_not_end(tmp_path: Path) -> None:
+    settings = load_settings(overrides={"data_dir": str(tmp_path), "writer_retries": 2, "writer_backoff_s": 0})
+    writer = StoreWriter(Lake(settings), "postgres", "postgresql://x@127.0.0.1:9/db", "run-1")
+    writer.sink = sink = Unfinished(fails=1)  # type: ignore[assignment]
+    assert writer.finish("predictions") is None and sink.finished == [Dataset.PREDICTIONS]  # the retry ended it
+    writer.sink = sink = Unfinished(fails=2)  # type: ignore[assignment]
+    error = writer.finish()
+    assert sink.finished == [] and error is not None and error.startswith("finishing the writes:") and "connection refused" in error
